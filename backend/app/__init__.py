@@ -1,0 +1,3 @@
+"""LifeBalance backend."""
+
+__version__ = "0.1.0"

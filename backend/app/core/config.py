@@ -1,0 +1,91 @@
+"""Application settings, read from the environment and an optional backend/.env."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_FILE = Path(__file__).resolve().parents[2] / ".env"
+
+_URL_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+
+# Passwords that ship in examples and compose defaults; a production deployment must not use them.
+_WELL_KNOWN_PASSWORDS = {"", "postgres", "password", "changeme", "secret", "admin", "lifebalance"}
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+def normalize_database_url(value: str) -> URL:
+    """Parse a PostgreSQL URL in any of its usual spellings and pin the asyncpg driver."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError("is not a valid URL, expected postgresql://user:password@host:5432/dbname") from None
+    if url.drivername not in _URL_SCHEMES:
+        raise ValueError(
+            f"scheme {url.drivername}:// is not supported, use postgresql://, postgres:// or postgresql+asyncpg://"
+        )
+    if not url.database:
+        raise ValueError("names no database, expected postgresql://user:password@host:5432/dbname")
+    return url.set(drivername="postgresql+asyncpg")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str
+
+    # asyncpg waits 60 s to connect and SQLAlchemy 30 s for a pooled connection by default:
+    # far longer than any caller will wait, so both are bounded here.
+    db_connect_timeout: Seconds = 5.0
+    db_pool_timeout: Seconds = 5.0
+    db_statement_timeout: Seconds = 30.0
+    db_pool_size: Annotated[int, Field(ge=1)] = 5
+    db_max_overflow: Annotated[int, Field(ge=0)] = 5
+
+    # Budget for one /health database check, connection included.
+    health_timeout: Seconds = 1.0
+    # How long a check's result answers further probes, so a burst costs one query.
+    health_cache_ttl: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str, info: ValidationInfo) -> str:
+        url = normalize_database_url(value)
+        if info.data.get("environment") == "production" and (url.password or "") in _WELL_KNOWN_PASSWORDS:
+            raise ValueError("uses a well-known default password, which is refused in production")
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def masked_database_url(self) -> str:
+        """The database URL with its password hidden, for logs."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+class SettingsError(SystemExit):
+    """Invalid configuration: exits with one readable line instead of a traceback."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it."""
+    problems = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{name} {message}" if item["type"] == "value_error" else f"{name}: {message}")
+    return "Invalid configuration: " + "; ".join(problems) + " (see backend/.env.example)"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None

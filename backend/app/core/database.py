@@ -1,0 +1,62 @@
+"""The process's database engine, its session factory and the request-scoped session dependency."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.core.config import Settings
+
+
+class Database:
+    """One async engine and one session factory, created at start-up and disposed at shutdown.
+
+    Creating the engine opens no connection, so the app starts while the database is down;
+    a connection that breaks is discarded by the pool, so it recovers once the database is back.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            connect_args={
+                "timeout": settings.db_connect_timeout,
+                # Client-side bound for a server that stops answering mid-query.
+                "command_timeout": settings.db_statement_timeout,
+                "server_settings": {
+                    "statement_timeout": str(int(settings.db_statement_timeout * 1000)),
+                    "application_name": "lifebalance-backend",
+                },
+            },
+        )
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def ping(self) -> None:
+        """Run a trivial query; raises if the database cannot be reached."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_db(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+    """A session for one request, rolled back if the request fails before it commits."""
+    async with database.sessionmaker() as session:
+        try:
+            yield session
+        except Exception:
+            await session.rollback()
+            raise
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db)]

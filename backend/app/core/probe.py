@@ -1,0 +1,56 @@
+"""A cheap, bounded answer to "is the database reachable?" for /health."""
+
+import asyncio
+import logging
+import time
+
+from app.core.database import Database
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseProbe:
+    """Checks the database at most once per `ttl` seconds, whatever the number of callers.
+
+    Concurrent callers await the one check in flight, and a finished check answers callers
+    for `ttl` seconds, so a burst of probes (or a load balancer polling every instance)
+    costs at most one query per `ttl`. Each check, connection included, is bounded by `timeout`.
+    """
+
+    def __init__(self, database: Database, *, timeout: float, ttl: float, masked_url: str) -> None:
+        self._database = database
+        self._timeout = timeout
+        self._ttl = ttl
+        self._masked_url = masked_url
+        self._in_flight: asyncio.Task[bool] | None = None
+        self._last_result: bool | None = None
+        self._checked_at = 0.0
+
+    async def is_reachable(self) -> bool:
+        if self._last_result is not None and time.monotonic() - self._checked_at < self._ttl:
+            return self._last_result
+        if self._in_flight is None:
+            self._in_flight = asyncio.create_task(self._check())
+        # Shielded: a caller that goes away must not cancel the check the others are waiting on.
+        return await asyncio.shield(self._in_flight)
+
+    async def _check(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._database.ping()
+            reachable = True
+        except Exception as error:  # any failure means "not reachable"; the reason goes to the log
+            reachable = False
+            if self._last_result is not False:
+                logger.warning("Database %s is unreachable: %s", self._masked_url, _describe(error))
+        else:
+            if self._last_result is False:
+                logger.info("Database %s is reachable again", self._masked_url)
+        self._last_result, self._checked_at, self._in_flight = reachable, time.monotonic(), None
+        return reachable
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer within the health check budget"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,42 @@
+"""The FastAPI application: `uvicorn app.main:app`, run from backend/."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from app import __version__
+from app.api import health
+from app.core.config import Settings, get_settings
+from app.core.database import Database
+from app.core.probe import DatabaseProbe
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        app.state.settings = settings
+        app.state.database = database
+        app.state.probe = DatabaseProbe(
+            database,
+            timeout=settings.health_timeout,
+            ttl=settings.health_cache_ttl,
+            masked_url=settings.masked_database_url,
+        )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    # FastAPIOffline serves the Swagger UI and ReDoc assets itself, so /docs works with no CDN.
+    app = FastAPIOffline(title="LifeBalance API", version=__version__, lifespan=lifespan)
+    app.include_router(health.router)
+    return app
+
+
+settings = get_settings()
+logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app(settings)
