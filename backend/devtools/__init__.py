@@ -1,0 +1,1 @@
+"""Development helpers used by tasks.py, the tests and the benchmark; not shipped in the image."""
