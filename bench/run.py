@@ -1,0 +1,339 @@
+"""`invoke bench`: the project's /health under load and through a database outage, beside two references.
+
+Runs a PostgreSQL (the configured one, else an embedded one) and three one-worker uvicorn servers
+on 127.0.0.1: the project's app, a baseline app without a database, and the per-request pattern
+most templates use. It loads each with wrk, counts the app's database work from PostgreSQL's
+statistics, drills a refusing and a hanging database, times start-up and the test suite, then
+prints a table and writes the same figures as JSON.
+
+    python bench/run.py [--quick] [--json PATH]
+
+Exit status: 0 whatever the figures (a missed target is reported, not fatal); 2 when the
+benchmark itself broke (a server did not start, a figure could not be read).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BACKEND = ROOT / "backend"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(BACKEND))
+
+from dbproxy import Mode, SwitchProxy, Upstream  # noqa: E402
+from drill import PROBES, outage, time_to_connected  # noqa: E402
+from load import CONNECTIONS, Run, Summary, run_wrk, wrk_version  # noqa: E402
+from pgstats import Stats  # noqa: E402
+from servers import BenchError, Server, start_server  # noqa: E402
+
+from app.core.config import Settings  # noqa: E402  (needs backend/ on sys.path)
+from devtools.postgres import embedded_postgres, ensure_database, with_database  # noqa: E402
+
+# One database per app under test, so pg_stat_database's row for it counts that app alone.
+APP_DATABASE = "lifebalance_bench_app"
+PER_REQUEST_DATABASE = "lifebalance_bench_per_request"
+PACKAGES = ["fastapi", "starlette", "pydantic", "uvicorn", "uvloop", "httptools", "sqlalchemy", "asyncpg"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup_s: float
+    run_s: float
+    rounds: int
+    suite: bool
+
+
+FULL = Plan(warmup_s=3, run_s=10, rounds=3, suite=True)
+# For CI: shows that every part still works, in well under 90 s; its figures are rough.
+QUICK = Plan(warmup_s=1, run_s=3, rounds=2, suite=False)
+
+
+@contextmanager
+def database() -> Iterator[tuple[str, str]]:
+    """The server to use, as (a URL on it, "configured" or "embedded")."""
+    configured = os.environ.get("DATABASE_URL") or dotenv_values(BACKEND / ".env").get("DATABASE_URL")
+    if configured:
+        yield configured, "configured"
+        return
+    with embedded_postgres() as url:
+        yield url, "embedded"
+
+
+async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
+    app_db = with_database(server_url, APP_DATABASE)
+    settings = Settings(database_url=app_db)  # the app's own defaults, env and backend/.env included
+    proxy = SwitchProxy(Upstream.from_url(app_db))
+    await proxy.start()
+    # The app reaches its database through the proxy, so the drill can take it away and bring it back.
+    app_env = {
+        "DATABASE_URL": make_url(app_db)
+        .difference_update_query(["host"])
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    }
+    per_request_env = {
+        "DATABASE_URL": make_url(with_database(server_url, PER_REQUEST_DATABASE))
+        .set(drivername="postgresql+asyncpg")
+        .render_as_string(hide_password=False)
+    }
+    stats = await Stats.connect(with_database(server_url, "postgres"))
+    servers: list[Server] = []
+    try:
+        # Started one after the other, so no start-up time includes another server's.
+        app = await start_server("app", "app.main:app", app_dir=BACKEND, env=app_env, log_dir=log_dir)
+        servers.append(app)
+        servers.append(await start_server("baseline", "baseline_app:app", app_dir=BENCH, env={}, log_dir=log_dir))
+        servers.append(
+            await start_server(
+                "per-request", "per_request_app:app", app_dir=BENCH, env=per_request_env, log_dir=log_dir
+            )
+        )
+        for server in servers:
+            await run_wrk(server.url, plan.warmup_s)
+
+        # Publish everything the app did so far (start-up, warm-up) and let it reconnect, so the
+        # window below holds the load run alone.
+        await stats.settled_counters(APP_DATABASE)
+        if await time_to_connected(app.url) is None:
+            raise BenchError(f"the app did not reconnect after its connections were ended; see {app.log_path}")
+        before = await stats.counters(APP_DATABASE)
+
+        runs: dict[str, list[Run]] = {server.name: [] for server in servers}
+        for round_index in range(plan.rounds):
+            # Alternate the order, so neither drift nor the previous run's aftermath favours one server.
+            for server in servers if round_index % 2 == 0 else servers[::-1]:
+                runs[server.name].append(await run_wrk(server.url, plan.run_s))
+
+        held = len(await stats.backends(APP_DATABASE))
+        after = await stats.settled_counters(APP_DATABASE)
+
+        if await time_to_connected(app.url) is None:
+            raise BenchError(f"the app did not reconnect before the drill; see {app.log_path}")
+        outages = [await outage(proxy, app.url, mode, settings.health_cache_ttl) for mode in (Mode.REFUSE, Mode.HANG)]
+
+        load_seconds = sum(run.seconds for run in runs["app"])
+        return {
+            "postgres_version": await stats.server_version(),
+            "wrk_version": await wrk_version(),
+            "load": {name: asdict(Summary.of(server_runs)) for name, server_runs in runs.items()},
+            "database": {
+                "load_seconds": load_seconds,
+                "transactions": after.transactions - before.transactions,
+                "transactions_per_s": (after.transactions - before.transactions) / load_seconds,
+                "new_connections": after.sessions - before.sessions,
+                "connections_held_after_load": held,
+                "pool_size": settings.db_pool_size,
+            },
+            "outage": {o.mode: asdict(o) for o in outages},
+            "startup_s": {server.name: server.startup_s for server in servers},
+        }
+    finally:
+        for server in servers:
+            await server.stop()
+        await proxy.close()
+        await stats.close()
+
+
+def run_suite() -> dict[str, Any]:
+    """Wall time of the whole test suite, as `invoke test` runs it, in a process of its own."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=BACKEND,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return {"wall_s": wall, "exit_code": result.returncode, "summary": lines[-1] if lines else ""}
+
+
+def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 4 with its figure; `ok` is None when the figure was not measured."""
+    load, db, outages = figures["load"], figures["database"], figures["outage"]
+    health_rps = load["app"]["rps"]
+    vs_baseline = health_rps / load["baseline"]["rps"]
+    vs_per_request = health_rps / load["per-request"]["rps"]
+    figures["ratios"] = {"health_vs_baseline": vs_baseline, "health_vs_per_request": vs_per_request}
+
+    def burst(mode: str, limit: float) -> dict[str, Any]:
+        o = outages[mode]
+        all_503 = o["statuses"] == {"503": PROBES}
+        answers = ", ".join(f"{status} x{count}" for status, count in sorted(o["statuses"].items()))
+        return {
+            "target": f"{mode}: all {PROBES} probes 503 within {limit:g} s",
+            "figure": f"{answers}, slowest {o['slowest_s']:.3f} s",
+            "ok": all_503 and o["slowest_s"] <= limit,
+        }
+
+    def recovery(mode: str) -> dict[str, Any]:
+        seconds = outages[mode]["recovery_s"]
+        return {
+            "target": f"after {mode}: 200 connected within 2 s of the database's return",
+            "figure": "not within 10 s" if seconds is None else f"{seconds:.2f} s",
+            "ok": seconds is not None and seconds <= 2.0,
+        }
+
+    suite = figures.get("test_suite")
+    rows = [
+        {"target": "health / baseline req/s >= 0.9", "figure": f"{vs_baseline:.2f}", "ok": vs_baseline >= 0.9},
+        {"target": "health / per-request req/s >= 5", "figure": f"{vs_per_request:.1f}", "ok": vs_per_request >= 5},
+        {"target": "health: zero errors", "figure": str(load["app"]["errors"]), "ok": load["app"]["errors"] == 0},
+        {
+            "target": "health load: <= 2 DB transactions/s",
+            "figure": f"{db['transactions_per_s']:.2f}/s",
+            "ok": db["transactions_per_s"] <= 2,
+        },
+        {
+            "target": "health load: no new DB connections",
+            "figure": str(db["new_connections"]),
+            "ok": db["new_connections"] == 0,
+        },
+        burst("refuse", 0.1),
+        burst("hang", 1.5),
+        recovery("refuse"),
+        recovery("hang"),
+        {
+            "target": "after load: connections held <= pool size",
+            "figure": f"{db['connections_held_after_load']} (pool {db['pool_size']})",
+            "ok": db["connections_held_after_load"] <= db["pool_size"],
+        },
+        {
+            "target": "start-up to first 200 < 1.5 s",
+            "figure": f"{figures['startup_s']['app']:.2f} s",
+            "ok": figures["startup_s"]["app"] < 1.5,
+        },
+        {
+            "target": "test suite < 15 s wall",
+            "figure": "not run (--quick)" if suite is None else f"{suite['wall_s']:.1f} s ({suite['summary']})",
+            "ok": None if suite is None else suite["exit_code"] == 0 and suite["wall_s"] < 15,
+        },
+    ]
+    return rows
+
+
+def table(figures: dict[str, Any]) -> str:
+    plan, load, db = figures["plan"], figures["load"], figures["database"]
+    out = [
+        f"lifebalance-backend bench, {figures['started_at']}: {figures['machine']['cpu_count']} CPUs, "
+        f"Python {figures['machine']['python']}, PostgreSQL {figures['postgres_version']} "
+        f"({figures['database_source']}), {figures['wrk_version']}",
+        "",
+        f"Load: wrk, {CONNECTIONS} connections, {plan['rounds']} rounds x {plan['run_s']:g} s per server, "
+        f"alternating, after {plan['warmup_s']:g} s warm-up",
+        f"  {'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}",
+    ]
+    names = {
+        "app": "/health (this project)",
+        "baseline": "baseline (no database)",
+        "per-request": "per-request SELECT 1",
+    }
+    for key, label in names.items():
+        s = load[key]
+        out.append(f"  {label:<28}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>9}")
+    ratios = figures["ratios"]
+    out += [
+        f"  health / baseline {ratios['health_vs_baseline']:.2f}, "
+        f"health / per-request {ratios['health_vs_per_request']:.1f}",
+        "",
+        f"Database, from pg_stat_database during the app's {db['load_seconds']:.0f} s under load:",
+        f"  {db['transactions']} transactions ({db['transactions_per_s']:.2f}/s), "
+        f"{db['new_connections']} new connections; {db['connections_held_after_load']} connections held "
+        f"after the load (pool size {db['pool_size']})",
+        "",
+        f"Outage drill: {PROBES} concurrent /health probes, then the database comes back",
+        f"  {'database':<12}{'answers':<20}{'slowest':>10}{'back to connected':>20}",
+    ]
+    for mode, label in (("refuse", "refusing"), ("hang", "hanging")):
+        o = figures["outage"][mode]
+        answers = ", ".join(f"{status} x{count}" for status, count in sorted(o["statuses"].items()))
+        back = "> 10 s" if o["recovery_s"] is None else f"{o['recovery_s']:.2f} s"
+        out.append(f"  {label:<12}{answers:<20}{o['slowest_s']:>9.3f}s{back:>20}")
+    startup = figures["startup_s"]
+    out += [
+        "",
+        "Start-up to first 200 on /health: "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in startup.items()),
+    ]
+    suite = figures.get("test_suite")
+    if suite is not None:
+        out.append(f"Test suite: {suite['wall_s']:.1f} s wall, exit {suite['exit_code']} ({suite['summary']})")
+    out += ["", "Targets (issue 4):"]
+    marks = {True: "pass", False: "MISS", None: "skip"}
+    for row in figures["targets"]:
+        out.append(f"  [{marks[row['ok']]}] {row['target']:<58}{row['figure']}")
+    return "\n".join(out)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short runs and no test suite: a smoke run for CI")
+    parser.add_argument("--json", type=Path, help="where to write the figures (default bench/results/bench-*.json)")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    started_at = datetime.now(UTC)
+    log_dir = RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    json_path: Path = args.json or RESULTS / f"bench-{started_at:%Y%m%dT%H%M%SZ}.json"
+
+    figures: dict[str, Any] = {
+        "started_at": started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "plan": {**asdict(plan), "mode": "quick" if args.quick else "full"},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "versions": versions(),
+    }
+    try:
+        with database() as (server_url, source):
+            figures["database_source"] = source
+            for name in (APP_DATABASE, PER_REQUEST_DATABASE):
+                ensure_database(with_database(server_url, name))
+            figures |= asyncio.run(measure(plan, server_url, log_dir))
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; servers stopped", file=sys.stderr)
+        return 130
+    if plan.suite:
+        # After the servers have stopped, so the suite has the machine to itself.
+        figures["test_suite"] = run_suite()
+    figures["targets"] = targets(figures)
+
+    print(table(figures))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"\nFigures written to {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
