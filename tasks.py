@@ -5,15 +5,18 @@ Without DATABASE_URL (in the environment or backend/.env), serve and migrate sta
 PostgreSQL whose data is kept in backend/.pgdata/, and test starts a throwaway one.
 """
 
+import contextlib
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from dotenv import dotenv_values
-from invoke import Context, task
+from invoke import Context, Exit, task
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent
 BACKEND = ROOT / "backend"
@@ -21,16 +24,18 @@ BACKEND = ROOT / "backend"
 PYTHON = shlex.quote(sys.executable)
 sys.path.insert(0, str(BACKEND))
 
+from app.core.config import get_settings  # noqa: E402  (needs backend/ on sys.path)
+
 
 def configured_database_url() -> str | None:
     return os.environ.get("DATABASE_URL") or dotenv_values(BACKEND / ".env").get("DATABASE_URL")
 
 
 @contextmanager
-def database_env() -> Iterator[dict[str, str]]:
-    """Environment for commands that need a database: the configured one, else the embedded one."""
+def database() -> Iterator[None]:
+    """Within the block, DATABASE_URL names the configured database, or else the embedded one."""
     if configured_database_url():
-        yield {}
+        yield
         return
     from devtools.postgres import embedded_postgres, ensure_database, with_database
 
@@ -38,20 +43,34 @@ def database_env() -> Iterator[dict[str, str]]:
         url = with_database(admin_url, "lifebalance")
         ensure_database(url)
         print(f"DATABASE_URL is not set: using the embedded PostgreSQL in {BACKEND / '.pgdata'}", flush=True)
-        yield {"DATABASE_URL": url}
+        os.environ["DATABASE_URL"] = url
+        try:
+            yield
+        finally:
+            del os.environ["DATABASE_URL"]
 
 
-def run(c: Context, command: str, env: dict[str, str] | None = None) -> None:
+def run(c: Context, command: str, *, stop_on_failure: bool = True) -> bool:
+    """Run a command in backend/; its own output says what failed, so no invoke report is added."""
     with c.cd(str(BACKEND)):
-        c.run(command, env=env or {}, pty=sys.stdout.isatty())
+        result = c.run(command, warn=True, pty=sys.stdout.isatty())
+    if result.failed and stop_on_failure:
+        raise Exit(code=result.exited)
+    return bool(result.ok)
 
 
 @task(help={"host": "interface to listen on (default 127.0.0.1)", "port": "port (default 8000)"})
 def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the API with auto-reload, after applying migrations."""
-    with database_env() as env:
-        run(c, f"{PYTHON} -m alembic upgrade head", env)
-        run(c, f"{PYTHON} -m uvicorn app.main:app --reload --host {shlex.quote(host)} --port {port}", env)
+    with database():
+        get_settings()  # a wrong setting stops here, with its one-line message
+        if not run(c, f"{PYTHON} -m alembic upgrade head", stop_on_failure=False):
+            print("Migrations not applied; serving anyway, /health reports the database as disconnected.")
+        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--reload", "--host", host, "--port", str(port)]
+        # Run directly rather than through invoke, so Ctrl-C stops uvicorn (and then the embedded
+        # database) quietly whether or not there is a terminal.
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(command, cwd=BACKEND, check=False)
 
 
 @task
@@ -63,27 +82,28 @@ def test(c: Context) -> None:
 @task(help={"revision": "target revision (default head)"})
 def migrate(c: Context, revision: str = "head") -> None:
     """Apply migrations to the database (alembic upgrade head)."""
-    with database_env() as env:
-        run(c, f"{PYTHON} -m alembic upgrade {shlex.quote(revision)}", env)
+    with database():
+        run(c, f"{PYTHON} -m alembic upgrade {shlex.quote(revision)}")
 
 
 @task(help={"message": "what the migration does, e.g. 'add users'"})
 def makemigration(c: Context, message: str) -> None:
     """Create a migration from the models' changes (alembic revision --autogenerate)."""
-    with database_env() as env:
-        run(c, f"{PYTHON} -m alembic upgrade head", env)
-        run(c, f"{PYTHON} -m alembic revision --autogenerate -m {shlex.quote(message)}", env)
+    with database():
+        run(c, f"{PYTHON} -m alembic upgrade head")
+        run(c, f"{PYTHON} -m alembic revision --autogenerate -m {shlex.quote(message)}")
 
 
 @task
 def psql(c: Context) -> None:
     """Open psql on the configured (or embedded) database."""
-    with database_env() as env:
-        url = env.get("DATABASE_URL") or configured_database_url() or ""
-        from app.core.config import normalize_database_url
+    from devtools.postgres import psql_executable
 
-        libpq_url = normalize_database_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        run(c, f"psql {shlex.quote(libpq_url)}", env)
+    with database():
+        url = get_settings().database_url
+        libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with c.cd(str(BACKEND)):
+            c.run(f"{shlex.quote(psql_executable())} {shlex.quote(libpq_url)}", pty=sys.stdin.isatty(), warn=True)
 
 
 @task

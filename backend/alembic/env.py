@@ -3,11 +3,14 @@
 import asyncio
 from logging.config import fileConfig
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
 from app.core.config import get_settings
+from app.core.database import describe_error
 from app.models import Base
 
 config = context.config
@@ -15,7 +18,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
-database_url = get_settings().database_url
+settings = get_settings()
 
 
 def configure(**options: object) -> None:
@@ -29,7 +32,7 @@ def configure(**options: object) -> None:
 
 def run_migrations_offline() -> None:
     """Emit the SQL to stdout (`alembic upgrade head --sql`) without connecting."""
-    configure(url=database_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    configure(url=settings.database_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
 
@@ -41,10 +44,19 @@ def run_sync_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(database_url)
+    # Connecting is bounded like the app's; statements are not, since a migration may rightly take long.
+    engine = create_async_engine(
+        settings.database_url, poolclass=NullPool, connect_args={"timeout": settings.db_connect_timeout}
+    )
     try:
-        async with engine.connect() as connection:
+        try:
+            connection = await engine.connect()
+        except (OSError, TimeoutError, SQLAlchemyError) as error:
+            raise SystemExit(f"Cannot connect to {settings.masked_database_url}: {describe_error(error)}") from None
+        try:
             await connection.run_sync(run_sync_migrations)
+        finally:
+            await connection.close()
     finally:
         await engine.dispose()
 

@@ -5,6 +5,7 @@ on a Unix socket in its data folder only, so it never takes a TCP port.
 """
 
 import asyncio
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,25 @@ from sqlalchemy.engine import make_url
 from app.core.config import normalize_database_url
 
 
+def _pgserver():  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a folder in /tmp,
+        # which is where pgserver keeps its lock file: harmless, so not worth a warning.
+        warnings.simplefilter("ignore")
+        import pgserver
+    return pgserver
+
+
+def psql_executable() -> str:
+    """psql from PATH, else the one that comes with the embedded server."""
+    if found := shutil.which("psql"):
+        return found
+    _pgserver()
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")
+
+
 @contextmanager
 def embedded_postgres(pgdata: Path | None = None) -> Iterator[str]:
     """Run a PostgreSQL server for the duration of the block and yield its admin URL.
@@ -24,12 +44,7 @@ def embedded_postgres(pgdata: Path | None = None) -> Iterator[str]:
     With `pgdata`, the data is kept there between runs; without, it lives in a temporary folder
     that is deleted afterwards.
     """
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a folder in /tmp,
-        # which is where pgserver keeps its lock file: harmless, so not worth a warning.
-        warnings.simplefilter("ignore")
-        import pgserver
-
+    pgserver = _pgserver()
     with TemporaryDirectory(prefix="lifebalance-pg-", ignore_cleanup_errors=True) as scratch:
         data = pgdata or Path(scratch) / "pgdata"
         data.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,12 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
+from alembic import command
 from dotenv import dotenv_values
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from alembic import command
 from app.core.config import ENV_FILE, Settings, SettingsError, get_settings, normalize_database_url
 from app.core.database import Database, get_db
 from devtools.postgres import embedded_postgres, ensure_database, with_database

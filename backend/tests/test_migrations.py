@@ -4,9 +4,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 
-from alembic import command
 from app.models import Base
 from tests.migrations import BACKEND, alembic_config
 

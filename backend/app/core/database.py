@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.core.config import Settings
@@ -42,6 +43,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def describe_error(error: BaseException) -> str:
+    """A short reason for a failed database operation, for logs and the command line.
+
+    SQLAlchemy's own message repeats the SQL and adds a link; the driver's error says what happened.
+    """
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    return f"{type(cause).__name__}: {cause}".rstrip(": ")
 
 
 def get_database(request: Request) -> Database:

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 
-from app.core.database import Database
+from app.core.database import Database, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +42,9 @@ class DatabaseProbe:
         except Exception as error:  # any failure means "not reachable"; the reason goes to the log
             reachable = False
             if self._last_result is not False:
-                logger.warning("Database %s is unreachable: %s", self._masked_url, _describe(error))
+                logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
         else:
             if self._last_result is False:
                 logger.info("Database %s is reachable again", self._masked_url)
         self._last_result, self._checked_at, self._in_flight = reachable, time.monotonic(), None
         return reachable
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, TimeoutError):
-        return "no answer within the health check budget"
-    return f"{type(error).__name__}: {error}"
