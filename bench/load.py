@@ -81,9 +81,12 @@ async def run_wrk(url: str, seconds: float) -> Run:
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout=seconds + 30)
     except TimeoutError:
-        process.kill()
-        await process.wait()
         raise BenchError(f"wrk did not finish a {seconds:g} s run against {url}") from None
+    finally:
+        # Timed out or interrupted: no load may outlive the run.
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
     for line in out.decode(errors="replace").splitlines():
         if line.startswith("BENCH_JSON "):
             report = json.loads(line.removeprefix("BENCH_JSON "))
