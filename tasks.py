@@ -76,7 +76,9 @@ def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
 @task
 def test(c: Context) -> None:
     """Run the test suite; arguments after -- go to pytest (invoke test -- -k health -x)."""
-    run(c, f"{PYTHON} -m pytest {c.remainder}")
+    # invoke joins the words after -- with spaces and loses their quoting; argv still has them.
+    args = shlex.join(sys.argv[sys.argv.index("--") + 1 :]) if "--" in sys.argv else c.remainder
+    run(c, f"{PYTHON} -m pytest {args}")
 
 
 @task(help={"revision": "target revision (default head)"})

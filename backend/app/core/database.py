@@ -62,13 +62,10 @@ def get_database(request: Request) -> Database:
 
 
 async def get_db(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
-    """A session for one request, rolled back if the request fails before it commits."""
+    """A session for one request. Closing it rolls back whatever the request did not commit,
+    so a request that fails leaves nothing behind."""
     async with database.sessionmaker() as session:
-        try:
-            yield session
-        except Exception:
-            await session.rollback()
-            raise
+        yield session
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db)]
