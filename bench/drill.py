@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 from dbproxy import Mode, SwitchProxy
@@ -18,29 +19,55 @@ POLL_INTERVAL_S = 0.05
 @dataclass(frozen=True)
 class Outage:
     mode: str
-    statuses: dict[str, int]  # status code (or the client's error name) -> number of probes
+    statuses: dict[str, int]  # status code (or timeout, broken) -> number of probes
     slowest_s: float  # from the burst's start to its last answer
     recovery_s: float | None  # from the database's return to the first `connected`; None: not within the limit
 
 
+def _request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+async def _status(reader: asyncio.StreamReader) -> int:
+    """Read one response whole; its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")), 0)
+    await reader.readexactly(length)
+    return int(lines[0].split(b" ", 2)[1])
+
+
 async def probe_burst(url: str, probes: int = PROBES) -> tuple[dict[str, int], float]:
-    """`probes` concurrent GET requests, each on its own connection, as independent orchestrators send them.
+    """`probes` GET requests sent at once, each on its own connection, as independent orchestrators send them.
 
-    The connections are opened beforehand with the liveness endpoint (no database), so the figure
-    is the app's time to answer rather than this client's time to open twenty connections.
+    The connections are opened and used once beforehand on the liveness endpoint (no database), and
+    the requests are written by hand: the figure is the app's time to answer, not this client's
+    time to open connections or parse responses.
     """
-    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, limits=httpx.Limits(max_connections=probes)) as client:
-        await asyncio.gather(*(client.get(f"{url}/live") for _ in range(probes)))
-        started = time.perf_counter()
+    target = urlsplit(url)
+    connections = [await asyncio.open_connection(target.hostname, target.port) for _ in range(probes)]
+    try:
+        for _, writer in connections:
+            writer.write(_request(f"{target.path}/live"))
+        await asyncio.gather(*(_status(reader) for reader, _ in connections))
 
-        async def probe() -> tuple[str, float]:
+        started = time.perf_counter()
+        for _, writer in connections:
+            writer.write(_request(target.path))
+
+        async def answer(reader: asyncio.StreamReader) -> tuple[str, float]:
             try:
-                status = str((await client.get(url)).status_code)
-            except httpx.HTTPError as error:
-                status = type(error).__name__
+                status = str(await asyncio.wait_for(_status(reader), PROBE_TIMEOUT_S))
+            except TimeoutError:
+                status = "timeout"
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                status = "broken"
             return status, time.perf_counter() - started
 
-        answers = await asyncio.gather(*(probe() for _ in range(probes)))
+        answers = await asyncio.gather(*(answer(reader) for reader, _ in connections))
+    finally:
+        for _, writer in connections:
+            writer.close()
     return dict(Counter(status for status, _ in answers)), max(elapsed for _, elapsed in answers)
 
 
