@@ -2,11 +2,11 @@
 
 `HungServer` accepts connections and never answers, like a PostgreSQL that is stuck.
 `Gate` is a port that refuses connections until it is opened, then forwards them to the real
-test database, like a PostgreSQL that is down and comes back.
+test database, like a PostgreSQL that is down and comes back; frozen, it passes nothing more,
+like a server that stops answering on connections already open.
 """
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +57,11 @@ class Gate:
         self._target: URL = make_url(target_url)
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
 
     async def _connect_target(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         socket_dir = self._target.query.get("host")
@@ -65,14 +70,19 @@ class Gate:
         return await asyncio.open_connection(self._target.host or "127.0.0.1", self._target.port or 5432)
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         upstream_reader, upstream_writer = await self._connect_target()
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
+            try:
                 while data := await source.read(65536):
+                    await self._flowing.wait()
                     sink.write(data)
                     await sink.drain()
-            sink.close()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
 
         for task in (pipe(reader, upstream_writer), pipe(upstream_reader, writer)):
             self._pipes.add(asyncio.create_task(task))
@@ -84,6 +94,8 @@ class Gate:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+            self._server = None
         for task in self._pipes:
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+        self._pipes.clear()

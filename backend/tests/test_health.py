@@ -25,7 +25,7 @@ FIELDS = {"status", "timestamp", "database", "version", "environment"}
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 BUDGET = 0.5
 # Far below the 30-60 s an unbounded wait takes, far above any scheduling noise.
-SLACK = 2.0
+SLACK = 1.0
 
 
 @asynccontextmanager
@@ -35,6 +35,12 @@ async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+def gate_url(test_db: str, gate: Gate) -> str:
+    """The test database's URL, reached through the gate."""
+    through_gate = normalize_database_url(test_db).set(host="127.0.0.1", port=gate.port, query={})
+    return through_gate.render_as_string(hide_password=False)
 
 
 def test_health_answers_the_plan_body(client: TestClient) -> None:
@@ -91,6 +97,27 @@ async def test_hung_database_gives_503_within_budget(settings: Settings) -> None
     assert BUDGET * 0.8 <= elapsed < BUDGET + SLACK
 
 
+async def test_database_that_stops_answering_gives_503_within_budget(settings: Settings, test_db: str) -> None:
+    gate = Gate(test_db)
+    await gate.open()
+    overrides = {"database_url": gate_url(test_db, gate), "health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    try:
+        async with client_for(settings, **overrides) as client:
+            assert (await client.get("/health")).status_code == 200  # a pooled connection now exists
+
+            gate.freeze()
+            started = time.monotonic()
+            response = await client.get("/health")
+            elapsed = time.monotonic() - started
+            await gate.close()
+    finally:
+        await gate.close()
+
+    assert response.status_code == 503
+    # Not BUDGET plus the seconds the driver spends closing the stuck connection politely.
+    assert elapsed < BUDGET + SLACK
+
+
 async def test_burst_against_hung_database_costs_one_check(settings: Settings) -> None:
     hung = HungServer()
     async with hung.running() as port, client_for(settings, database_url=url_at(port), health_timeout=BUDGET) as client:
@@ -117,8 +144,7 @@ async def test_result_is_not_reused_after_ttl(settings: Settings) -> None:
 
 async def test_health_recovers_when_database_returns(settings: Settings, test_db: str) -> None:
     gate = Gate(test_db)
-    through_gate = normalize_database_url(test_db).set(host="127.0.0.1", port=gate.port, query={})
-    overrides = {"database_url": through_gate.render_as_string(hide_password=False), "health_cache_ttl": 0.1}
+    overrides = {"database_url": gate_url(test_db, gate), "health_cache_ttl": 0.1}
     try:
         async with client_for(settings, **overrides) as client:
             assert (await client.get("/health")).status_code == 503

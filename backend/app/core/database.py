@@ -56,7 +56,8 @@ def describe_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}".rstrip(": ")
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
+    # async: a plain def dependency would be run in the thread pool on every request.
     database: Database = request.app.state.database
     return database
 

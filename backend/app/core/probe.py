@@ -25,6 +25,7 @@ class DatabaseProbe:
         self._in_flight: asyncio.Task[bool] | None = None
         self._last_result: bool | None = None
         self._checked_at = 0.0
+        self._abandoned: set[asyncio.Future[None]] = set()
 
     async def is_reachable(self) -> bool:
         if self._last_result is not None and time.monotonic() - self._checked_at < self._ttl:
@@ -35,16 +36,30 @@ class DatabaseProbe:
         return await asyncio.shield(self._in_flight)
 
     async def _check(self) -> bool:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._database.ping()
-            reachable = True
-        except Exception as error:  # any failure means "not reachable"; the reason goes to the log
-            reachable = False
-            if self._last_result is not False:
-                logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
-        else:
-            if self._last_result is False:
-                logger.info("Database %s is reachable again", self._masked_url)
-        self._last_result, self._checked_at, self._in_flight = reachable, time.monotonic(), None
-        return reachable
+        error = await self._ping()
+        if error is not None and self._last_result is not False:
+            logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
+        elif error is None and self._last_result is False:
+            logger.info("Database %s is reachable again", self._masked_url)
+        self._last_result, self._checked_at, self._in_flight = error is None, time.monotonic(), None
+        return self._last_result
+
+    async def _ping(self) -> BaseException | None:
+        """The ping's error, or None; a ping over budget is left to finish cancelling on its own.
+
+        Cancelling a query on a stuck connection makes the driver close that connection politely,
+        which waits up to seconds more for the stuck server: the answer must not wait for that.
+        """
+        ping = asyncio.ensure_future(self._database.ping())
+        done, _ = await asyncio.wait({ping}, timeout=self._timeout)
+        if done:
+            return ping.exception()
+        ping.cancel()
+        self._abandoned.add(ping)
+        ping.add_done_callback(self._forget)
+        return TimeoutError()
+
+    def _forget(self, ping: asyncio.Future[None]) -> None:
+        self._abandoned.discard(ping)
+        if not ping.cancelled():
+            ping.exception()  # retrieved, so asyncio does not report it as never retrieved
