@@ -1,9 +1,11 @@
 """Health endpoints: readiness with a database check, and liveness without one."""
 
-from datetime import UTC, datetime
+import json
+import time
+from functools import lru_cache
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -35,20 +37,29 @@ class LivenessResponse(BaseModel):
     summary="Readiness: the service and its database",
     responses={503: {"model": HealthResponse, "description": "The database is unreachable"}},
 )
-async def health(request: Request) -> JSONResponse:
+async def health(request: Request) -> Response:
     # Read from app.state rather than through Depends: sync dependencies run in the thread pool,
     # which cost this endpoint, polled by every orchestrator, most of its throughput.
     probe: DatabaseProbe = request.app.state.probe
     settings: Settings = request.app.state.settings
     connected = await probe.is_reachable()
-    body = {
-        "status": "ok" if connected else "error",
-        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "database": "connected" if connected else "disconnected",
-        "version": __version__,
-        "environment": settings.environment,
-    }
-    return JSONResponse(body, status_code=200 if connected else 503, headers=NO_STORE)
+    body = render_health(int(time.time()), connected, settings.environment)
+    return Response(body, status_code=200 if connected else 503, media_type="application/json", headers=NO_STORE)
+
+
+@lru_cache(maxsize=8)
+def render_health(second: int, connected: bool, environment: str) -> bytes:
+    """The /health body; rendered once per second and state, since the timestamp has 1 s resolution."""
+    return json.dumps(
+        {
+            "status": "ok" if connected else "error",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)),
+            "database": "connected" if connected else "disconnected",
+            "version": __version__,
+            "environment": environment,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 @router.get("/health/live", response_model=LivenessResponse, summary="Liveness: the process answers")
