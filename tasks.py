@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dotenv import dotenv_values
 from invoke import Context, Exit, task
 from sqlalchemy.engine import make_url
 
@@ -24,17 +23,13 @@ BACKEND = ROOT / "backend"
 PYTHON = shlex.quote(sys.executable)
 sys.path.insert(0, str(BACKEND))
 
-from app.core.config import get_settings  # noqa: E402  (needs backend/ on sys.path)
-
-
-def configured_database_url() -> str | None:
-    return os.environ.get("DATABASE_URL") or dotenv_values(BACKEND / ".env").get("DATABASE_URL")
+from app.core.config import configured, get_settings  # noqa: E402  (needs backend/ on sys.path)
 
 
 @contextmanager
 def database() -> Iterator[None]:
     """Within the block, DATABASE_URL names the configured database, or else the embedded one."""
-    if configured_database_url():
+    if configured("DATABASE_URL"):
         yield
         return
     from devtools.postgres import embedded_postgres, ensure_database, with_database
@@ -50,9 +45,9 @@ def database() -> Iterator[None]:
             del os.environ["DATABASE_URL"]
 
 
-def run(c: Context, command: str, *, stop_on_failure: bool = True) -> bool:
-    """Run a command in backend/; its own output says what failed, so no invoke report is added."""
-    with c.cd(str(BACKEND)):
+def run(c: Context, command: str, *, cwd: Path = BACKEND, stop_on_failure: bool = True) -> bool:
+    """Run a command (in backend/ by default); its own output says what failed, so invoke adds no report."""
+    with c.cd(str(cwd)):
         result = c.run(command, warn=True, pty=sys.stdout.isatty())
     if result.failed and stop_on_failure:
         raise Exit(code=result.exited)
@@ -102,27 +97,31 @@ def psql(c: Context) -> None:
     from devtools.postgres import psql_executable
 
     with database():
-        url = get_settings().database_url
-        libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        url = make_url(get_settings().database_url)
+        # The password goes in the environment: on the command line, any local user could read it.
+        env = {"PGPASSWORD": url.password} if url.password else {}
+        libpq_url = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
         with c.cd(str(BACKEND)):
-            c.run(f"{shlex.quote(psql_executable())} {shlex.quote(libpq_url)}", pty=sys.stdin.isatty(), warn=True)
+            result = c.run(
+                f"{shlex.quote(psql_executable())} {shlex.quote(libpq_url)}", env=env, pty=sys.stdin.isatty(), warn=True
+            )
+        if result.failed:
+            raise Exit(code=result.exited)
 
 
 @task
 def lint(c: Context) -> None:
-    """Check style and types: ruff check, ruff format --check, mypy --strict on app/."""
-    with c.cd(str(ROOT)):
-        c.run(f"{PYTHON} -m ruff check .")
-        c.run(f"{PYTHON} -m ruff format --check .")
-        c.run(f"{PYTHON} -m mypy")
+    """Check style and types: ruff check, ruff format --check, mypy --strict on backend/app."""
+    run(c, f"{PYTHON} -m ruff check .", cwd=ROOT)
+    run(c, f"{PYTHON} -m ruff format --check .", cwd=ROOT)
+    run(c, f"{PYTHON} -m mypy", cwd=ROOT)
 
 
 @task(name="format")
 def format_(c: Context) -> None:
     """Format the code and apply ruff's safe fixes."""
-    with c.cd(str(ROOT)):
-        c.run(f"{PYTHON} -m ruff check --fix .")
-        c.run(f"{PYTHON} -m ruff format .")
+    run(c, f"{PYTHON} -m ruff check --fix .", cwd=ROOT)
+    run(c, f"{PYTHON} -m ruff format .", cwd=ROOT)
 
 
 @task(help={"upgrade": "move every pin to the newest allowed release, not only what the .in files changed"})
@@ -140,5 +139,4 @@ def lock(c: Context, upgrade: bool = False) -> None:
 @task(help={"quick": "a short smoke run, for CI"})
 def bench(c: Context, quick: bool = False) -> None:
     """Benchmark /health against a baseline app and the per-request pattern, with an outage drill."""
-    with c.cd(str(ROOT)):
-        c.run(f"{PYTHON} bench/run.py{' --quick' if quick else ''}", pty=sys.stdout.isatty())
+    run(c, f"{PYTHON} bench/run.py{' --quick' if quick else ''}", cwd=ROOT)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from dotenv import dotenv_values
 from sqlalchemy.engine import make_url
 
 BENCH = Path(__file__).resolve().parent
@@ -45,7 +44,7 @@ from load import CONNECTIONS, Run, Summary, run_wrk, wrk_version  # noqa: E402
 from pgstats import Stats  # noqa: E402
 from servers import BenchError, Server, start_server  # noqa: E402
 
-from app.core.config import Settings  # noqa: E402  (needs backend/ on sys.path)
+from app.core.config import Settings, configured  # noqa: E402  (needs backend/ on sys.path)
 from devtools.postgres import embedded_postgres, ensure_database, with_database  # noqa: E402
 
 # One database per app under test, so pg_stat_database's row for it counts that app alone.
@@ -70,9 +69,8 @@ QUICK = Plan(warmup_s=1, run_s=3, rounds=2, suite=False)
 @contextmanager
 def database() -> Iterator[tuple[str, str]]:
     """The server to use, as (a URL on it, "configured" or "embedded")."""
-    configured = os.environ.get("DATABASE_URL") or dotenv_values(BACKEND / ".env").get("DATABASE_URL")
-    if configured:
-        yield configured, "configured"
+    if url := configured("DATABASE_URL"):
+        yield url, "configured"
         return
     with embedded_postgres() as url:
         yield url, "embedded"

@@ -21,24 +21,23 @@ target_metadata = Base.metadata
 settings = get_settings()
 
 
-def configure(**options: object) -> None:
-    context.configure(
-        target_metadata=target_metadata,
-        compare_type=True,
-        compare_server_default=True,
-        **options,  # type: ignore[arg-type]
-    )
-
-
 def run_migrations_offline() -> None:
     """Emit the SQL to stdout (`alembic upgrade head --sql`) without connecting."""
-    configure(url=settings.database_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    context.configure(
+        url=settings.database_url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_sync_migrations(connection: Connection) -> None:
-    configure(connection=connection)
+    # Autogenerate also compares column types and server defaults, not only tables and columns.
+    context.configure(
+        connection=connection, target_metadata=target_metadata, compare_type=True, compare_server_default=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -2,7 +2,8 @@
 
 The test database is never the development one. In order of preference it is
 TEST_DATABASE_URL; else `<name>_test` on the DATABASE_URL server (created if missing); else a
-throwaway embedded PostgreSQL started for this run.
+throwaway embedded PostgreSQL started for this run. `async_client` shares the per-test rolled-back
+session; `client` (TestClient) runs the app on its own event loop, so its writes are not rolled back.
 """
 
 import os
@@ -12,44 +13,32 @@ from contextlib import ExitStack
 import httpx
 import pytest
 from alembic import command
-from dotenv import dotenv_values
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.core.config import ENV_FILE, Settings, SettingsError, get_settings, normalize_database_url
+from app.core.config import Settings, SettingsError, configured, get_settings
 from app.core.database import Database, get_db
 from devtools.postgres import embedded_postgres, ensure_database, with_database
-from tests.migrations import alembic_config
+from tests.harness import alembic_config, choose_test_database
 
-
-def configured_url(name: str) -> str | None:
-    return os.environ.get(name) or dotenv_values(ENV_FILE).get(name)
+TEST_DATABASE = pytest.StashKey[str | None]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse, before anything runs, a test database that is malformed or is the development one."""
-    test_url, dev_url = configured_url("TEST_DATABASE_URL"), configured_url("DATABASE_URL")
-    for name, value in (("TEST_DATABASE_URL", test_url), ("DATABASE_URL", dev_url)):
-        if value:
-            try:
-                normalize_database_url(value)
-            except ValueError as error:
-                raise pytest.UsageError(f"Invalid configuration: {name} {error}") from None
-    if test_url and dev_url and normalize_database_url(test_url) == normalize_database_url(dev_url):
-        raise pytest.UsageError("TEST_DATABASE_URL must not be the development database (DATABASE_URL)")
+    try:
+        config.stash[TEST_DATABASE] = choose_test_database(configured("TEST_DATABASE_URL"), configured("DATABASE_URL"))
+    except ValueError as error:
+        raise pytest.UsageError(f"Invalid configuration: {error}") from None
 
 
 @pytest.fixture(scope="session")
-def test_db() -> Iterator[str]:
+def test_db(request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of the test database, migrated to head once for the run."""
     with ExitStack() as stack:
-        if url := configured_url("TEST_DATABASE_URL"):
-            pass
-        elif dev_url := configured_url("DATABASE_URL"):
-            dev = normalize_database_url(dev_url)
-            url = with_database(dev.render_as_string(hide_password=False), f"{dev.database}_test")
-        else:
+        url = request.config.stash[TEST_DATABASE]
+        if url is None:
             url = with_database(stack.enter_context(embedded_postgres()), "lifebalance_test")
         ensure_database(url)
 

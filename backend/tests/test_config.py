@@ -14,8 +14,8 @@ BACKEND = Path(__file__).resolve().parents[1]
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for name in ("DATABASE_URL", "ENVIRONMENT", "HEALTH_CACHE_TTL"):
-        monkeypatch.delenv(name, raising=False)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings(_env_file=None)  # type: ignore[call-arg]
@@ -67,15 +67,23 @@ def test_wrong_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: di
     assert "\n" not in line
 
 
-@pytest.mark.parametrize("password", ["postgres", "password", "lifebalance"])
+@pytest.mark.parametrize("password", ["postgres", "password", "lifebalance", "Postgres"])
 def test_production_refuses_default_passwords(monkeypatch: pytest.MonkeyPatch, password: str) -> None:
     line = error_line(monkeypatch, ENVIRONMENT="production", DATABASE_URL=f"postgresql://app:{password}@db/lb")
     assert "DATABASE_URL uses a well-known default password" in line
     assert f":{password}@" not in line
 
 
-def test_production_accepts_a_real_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(monkeypatch, ENVIRONMENT="production", DATABASE_URL="postgresql://app:Xq7-long-random@db/lb")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:Xq7-long-random@db/lb",
+        # No password in the URL: peer, certificate or .pgpass authentication.
+        "postgresql://app@/lb?host=/run/postgresql",
+    ],
+)
+def test_production_accepts_a_real_password_or_none(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    settings = load(monkeypatch, ENVIRONMENT="production", DATABASE_URL=url)
     assert settings.environment == "production"
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from unittest.mock import AsyncMock
 
 import httpx
 import pytest
@@ -18,6 +19,8 @@ from fastapi.testclient import TestClient
 
 from app import __version__
 from app.core.config import Settings, normalize_database_url
+from app.core.database import Database
+from app.core.probe import DatabaseProbe
 from tests.conftest import build_app
 from tests.netfaults import Gate, HungServer, free_port, url_at
 
@@ -174,6 +177,19 @@ async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCapt
     assert "hunter2" not in logged
     assert f"127.0.0.1:{port}" in logged, "the log should say which database failed"
     assert "***" in logged
+
+
+async def test_a_failed_check_does_not_wedge_the_probe(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(settings.model_copy(update={"database_url": url_at(free_port())}))
+    probe = DatabaseProbe(database, timeout=BUDGET, ttl=0.0, masked_url="the test database")
+    monkeypatch.setattr(probe, "_ping", AsyncMock(side_effect=RuntimeError("a bug in the check")))
+    with pytest.raises(RuntimeError):
+        await probe.is_reachable()
+
+    monkeypatch.undo()
+    assert await probe.is_reachable() is False, "the next probe must run a new check, not replay the failure"
+    await probe.aclose()
+    await database.dispose()
 
 
 async def test_live_answers_without_database(settings: Settings) -> None:

@@ -8,14 +8,13 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from app.models import Base
-from tests.migrations import BACKEND, alembic_config
+from tests.harness import BACKEND, alembic_config
 
 
 def test_upgrade_downgrade_round_trip(test_db: str) -> None:
     config = alembic_config()
     command.downgrade(config, "base")
     command.upgrade(config, "head")
-    command.check(config)
 
 
 def test_models_match_migrations(test_db: str) -> None:

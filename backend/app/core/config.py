@@ -1,9 +1,11 @@
 """Application settings, read from the environment and an optional backend/.env."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
@@ -14,7 +16,8 @@ ENV_FILE = Path(__file__).resolve().parents[2] / ".env"
 _URL_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 
 # Passwords that ship in examples and compose defaults; a production deployment must not use them.
-_WELL_KNOWN_PASSWORDS = {"", "postgres", "password", "changeme", "secret", "admin", "lifebalance"}
+# (No password at all is fine: peer, certificate or .pgpass authentication supply none in the URL.)
+_WELL_KNOWN_PASSWORDS = {"postgres", "password", "changeme", "secret", "admin", "lifebalance"}
 
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -59,7 +62,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str, info: ValidationInfo) -> str:
         url = normalize_database_url(value)
-        if info.data.get("environment") == "production" and (url.password or "") in _WELL_KNOWN_PASSWORDS:
+        if info.data.get("environment") == "production" and (url.password or "").lower() in _WELL_KNOWN_PASSWORDS:
             raise ValueError("uses a well-known default password, which is refused in production")
         return url.render_as_string(hide_password=False)
 
@@ -81,6 +84,11 @@ def describe_validation_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{name} {message}" if item["type"] == "value_error" else f"{name}: {message}")
     return "Invalid configuration: " + "; ".join(problems) + " (see backend/.env.example)"
+
+
+def configured(name: str) -> str | None:
+    """A variable as the settings read it: from the environment, else from backend/.env."""
+    return os.environ.get(name) or dotenv_values(ENV_FILE).get(name)
 
 
 @lru_cache

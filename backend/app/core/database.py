@@ -29,7 +29,8 @@ class Database:
                 # Client-side bound for a server that stops answering mid-query.
                 "command_timeout": settings.db_statement_timeout,
                 "server_settings": {
-                    "statement_timeout": str(int(settings.db_statement_timeout * 1000)),
+                    # In milliseconds, never 0: PostgreSQL reads 0 as "no limit".
+                    "statement_timeout": str(max(1, round(settings.db_statement_timeout * 1000))),
                     "application_name": "lifebalance-backend",
                 },
             },

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from typing import Any
 
 from app.core.database import Database, describe_error
 
@@ -36,13 +37,26 @@ class DatabaseProbe:
         return await asyncio.shield(self._in_flight)
 
     async def _check(self) -> bool:
-        error = await self._ping()
-        if error is not None and self._last_result is not False:
-            logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
-        elif error is None and self._last_result is False:
-            logger.info("Database %s is reachable again", self._masked_url)
-        self._last_result, self._checked_at, self._in_flight = error is None, time.monotonic(), None
-        return self._last_result
+        try:
+            error = await self._ping()
+            if error is not None and self._last_result is not False:
+                logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
+            elif error is None and self._last_result is False:
+                logger.info("Database %s is reachable again", self._masked_url)
+            self._last_result, self._checked_at = error is None, time.monotonic()
+            return self._last_result
+        finally:
+            # Whatever happened, the next caller starts a new check rather than await this one.
+            self._in_flight = None
+
+    async def aclose(self) -> None:
+        """Stop the check in flight and wait for abandoned pings, so none outlives the engine."""
+        pending: list[asyncio.Future[Any]] = [*self._abandoned]
+        if self._in_flight is not None:
+            pending.append(self._in_flight)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _ping(self) -> BaseException | None:
         """The ping's error, or None; a ping over budget is left to finish cancelling on its own.
@@ -53,7 +67,7 @@ class DatabaseProbe:
         ping = asyncio.ensure_future(self._database.ping())
         done, _ = await asyncio.wait({ping}, timeout=self._timeout)
         if done:
-            return ping.exception()
+            return asyncio.CancelledError() if ping.cancelled() else ping.exception()
         ping.cancel()
         self._abandoned.add(ping)
         ping.add_done_callback(self._forget)
