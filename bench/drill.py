@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from dbproxy import Mode, SwitchProxy
+
+from devtools.network import Mode, SwitchProxy
 
 PROBES = 20
 # Far beyond any target, so a probe that waits this long shows up as a figure, not as a stuck run.

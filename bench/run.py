@@ -38,13 +38,13 @@ BACKEND = ROOT / "backend"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(BACKEND))
 
-from dbproxy import Mode, SwitchProxy, Upstream  # noqa: E402
 from drill import PROBES, outage, time_to_connected  # noqa: E402
 from load import CONNECTIONS, Run, Summary, run_wrk, wrk_version  # noqa: E402
 from pgstats import Stats  # noqa: E402
 from servers import BenchError, Server, start_server  # noqa: E402
 
 from app.core.config import Settings, configured  # noqa: E402  (needs backend/ on sys.path)
+from devtools.network import Mode, SwitchProxy, Upstream  # noqa: E402
 from devtools.postgres import embedded_postgres, ensure_database, with_database  # noqa: E402
 
 # One database per app under test, so pg_stat_database's row for it counts that app alone.

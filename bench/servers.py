@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -10,17 +9,11 @@ from pathlib import Path
 
 import httpx
 
+from devtools.network import free_port
+
 
 class BenchError(Exception):
     """The benchmark itself broke (a server did not start, a figure could not be read)."""
-
-
-def free_port() -> int:
-    """A port nothing listens on now; the server binds it a moment later."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

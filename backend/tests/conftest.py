@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.config import Settings, SettingsError, configured, get_settings
 from app.core.database import Database, get_db
+from devtools.network import SwitchProxy, Upstream
 from devtools.postgres import embedded_postgres, ensure_database, with_database
 from tests.harness import alembic_config, choose_test_database
 
@@ -80,6 +81,15 @@ async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
         ) as session:
             yield session
         await transaction.rollback()
+
+
+@pytest.fixture
+async def db_proxy(test_db: str) -> AsyncIterator[SwitchProxy]:
+    """The test database behind a front on 127.0.0.1 that a test can make refuse or hang."""
+    proxy = SwitchProxy(Upstream.from_url(test_db))
+    await proxy.start()
+    yield proxy
+    await proxy.close()
 
 
 def build_app(settings: Settings) -> FastAPI:

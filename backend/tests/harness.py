@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from alembic.config import Config
+from sqlalchemy.engine import URL
 
 from app.core.config import normalize_database_url
 
@@ -46,3 +47,16 @@ def alembic_config(script_location: Path | None = None) -> Config:
     if script_location is not None:
         config.set_main_option("script_location", str(script_location))
     return config
+
+
+def url_at(port: int, *, password: str = "s3cret-pw") -> str:
+    """A database URL on 127.0.0.1:`port`, for a port where no PostgreSQL is."""
+    return URL.create(
+        "postgresql+asyncpg", username="lifebalance", password=password, host="127.0.0.1", port=port, database="db"
+    ).render_as_string(hide_password=False)
+
+
+def url_through(url: str, port: int) -> str:
+    """The database `url` names, reached through a proxy on 127.0.0.1:`port`."""
+    proxied = normalize_database_url(url).set(host="127.0.0.1", port=port, query={})
+    return proxied.render_as_string(hide_password=False)

@@ -8,7 +8,8 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.core.database import Database
-from tests.netfaults import HungServer, url_at
+from devtools.network import Mode, SwitchProxy
+from tests.harness import url_through
 
 # Each bound below is tenths of a second; the defaults they replace are 30 to 60 s.
 GUARD = 5.0
@@ -23,15 +24,17 @@ async def test_statement_timeout_reaches_the_server(settings: Settings) -> None:
         await database.dispose()
 
 
-async def test_connect_timeout_bounds_a_server_that_never_answers(settings: Settings) -> None:
-    hung = HungServer()
-    async with hung.running() as port:
-        database = Database(settings.model_copy(update={"database_url": url_at(port), "db_connect_timeout": 0.3}))
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(database.ping(), GUARD)
-        elapsed = time.monotonic() - started
-        await database.dispose()
+async def test_connect_timeout_bounds_a_server_that_never_answers(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    await db_proxy.set_mode(Mode.HANG)
+    url = url_through(test_db, db_proxy.port)
+    database = Database(settings.model_copy(update={"database_url": url, "db_connect_timeout": 0.3}))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(database.ping(), GUARD)
+    elapsed = time.monotonic() - started
+    await database.dispose()
     assert elapsed < 0.3 + 1.0
 
 
@@ -47,3 +50,16 @@ async def test_pool_timeout_bounds_the_wait_for_a_connection(settings: Settings)
     finally:
         await database.dispose()
     assert elapsed < 0.3 + 1.0
+
+
+async def test_shutdown_does_not_wait_for_a_server_that_stopped_answering(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    url = url_through(test_db, db_proxy.port)
+    database = Database(settings.model_copy(update={"database_url": url, "db_connect_timeout": 0.3}))
+    await database.ping()  # leaves a connection in the pool
+    await db_proxy.set_mode(Mode.HANG)
+
+    started = time.monotonic()
+    await asyncio.wait_for(database.dispose(), GUARD)
+    assert time.monotonic() - started < 0.3 + 1.0

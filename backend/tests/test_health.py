@@ -18,11 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import __version__
-from app.core.config import Settings, normalize_database_url
+from app.core.config import Settings
 from app.core.database import Database
 from app.core.probe import DatabaseProbe
+from devtools.network import Mode, SwitchProxy, free_port
 from tests.conftest import build_app
-from tests.netfaults import Gate, HungServer, free_port, url_at
+from tests.harness import url_at, url_through
 
 FIELDS = {"status", "timestamp", "database", "version", "environment"}
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -38,12 +39,6 @@ async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
-
-
-def gate_url(test_db: str, gate: Gate) -> str:
-    """The test database's URL, reached through the gate."""
-    through_gate = normalize_database_url(test_db).set(host="127.0.0.1", port=gate.port, query={})
-    return through_gate.render_as_string(hide_password=False)
 
 
 def test_health_answers_the_plan_body(client: TestClient) -> None:
@@ -87,43 +82,41 @@ async def test_refused_database_gives_503_quickly(settings: Settings) -> None:
     assert elapsed < BUDGET + SLACK
 
 
-async def test_hung_database_gives_503_within_budget(settings: Settings) -> None:
-    hung = HungServer()
-    async with hung.running() as port, client_for(settings, database_url=url_at(port), health_timeout=BUDGET) as client:
+async def test_hung_database_gives_503_within_budget(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
+    await db_proxy.set_mode(Mode.HANG)
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), health_timeout=BUDGET) as client:
         started = time.monotonic()
         response = await client.get("/health")
         elapsed = time.monotonic() - started
 
-    assert hung.connections == 1, "the check should have reached the hung server"
+    assert db_proxy.accepted == 1, "the check should have reached the hung server"
     assert response.status_code == 503
     assert response.json()["database"] == "disconnected"
     assert BUDGET * 0.8 <= elapsed < BUDGET + SLACK
 
 
-async def test_database_that_stops_answering_gives_503_within_budget(settings: Settings, test_db: str) -> None:
-    gate = Gate(test_db)
-    await gate.open()
-    overrides = {"database_url": gate_url(test_db, gate), "health_timeout": BUDGET, "health_cache_ttl": 0.0}
-    try:
-        async with client_for(settings, **overrides) as client:
-            assert (await client.get("/health")).status_code == 200  # a pooled connection now exists
+async def test_database_that_stops_answering_gives_503_within_budget(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200  # a pooled connection now exists
 
-            gate.freeze()
-            started = time.monotonic()
-            response = await client.get("/health")
-            elapsed = time.monotonic() - started
-            await gate.close()
-    finally:
-        await gate.close()
+        await db_proxy.set_mode(Mode.HANG)
+        started = time.monotonic()
+        response = await client.get("/health")
+        elapsed = time.monotonic() - started
 
     assert response.status_code == 503
     # Not BUDGET plus the seconds the driver spends closing the stuck connection politely.
     assert elapsed < BUDGET + SLACK
 
 
-async def test_burst_against_hung_database_costs_one_check(settings: Settings) -> None:
-    hung = HungServer()
-    async with hung.running() as port, client_for(settings, database_url=url_at(port), health_timeout=BUDGET) as client:
+async def test_burst_against_hung_database_costs_one_check(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    await db_proxy.set_mode(Mode.HANG)
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), health_timeout=BUDGET) as client:
         started = time.monotonic()
         responses = await asyncio.gather(*(client.get("/health") for _ in range(20)))
         elapsed = time.monotonic() - started
@@ -132,35 +125,37 @@ async def test_burst_against_hung_database_costs_one_check(settings: Settings) -
     assert [r.status_code for r in responses] == [503] * 20
     assert again.status_code == 503
     # Twenty concurrent probes and one more within the reuse window: a single connection attempt.
-    assert hung.connections == 1
+    assert db_proxy.accepted == 1
     assert elapsed < BUDGET + SLACK
 
 
-async def test_result_is_not_reused_after_ttl(settings: Settings) -> None:
-    hung = HungServer()
+async def test_result_is_not_reused_after_ttl(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
+    await db_proxy.set_mode(Mode.HANG)
     overrides = {"health_timeout": 0.1, "health_cache_ttl": 0.0}
-    async with hung.running() as port, client_for(settings, database_url=url_at(port), **overrides) as client:
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
         await client.get("/health")
         await client.get("/health")
-    assert hung.connections == 2
+    assert db_proxy.accepted == 2
 
 
-async def test_health_recovers_when_database_returns(settings: Settings, test_db: str) -> None:
-    gate = Gate(test_db)
-    overrides = {"database_url": gate_url(test_db, gate), "health_cache_ttl": 0.1}
-    try:
-        async with client_for(settings, **overrides) as client:
-            assert (await client.get("/health")).status_code == 503
+@pytest.mark.parametrize("outage", [Mode.REFUSE, Mode.HANG])
+async def test_health_recovers_when_database_returns(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, outage: Mode
+) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.1}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200
+        await db_proxy.set_mode(outage)
+        await asyncio.sleep(0.15)  # past the reuse window of the last result
+        assert (await client.get("/health")).status_code == 503
 
-            await gate.open()
-            deadline = time.monotonic() + 5
-            status = 503
-            while status != 200 and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-                status = (await client.get("/health")).status_code
-            assert status == 200, "the app did not notice the database came back"
-    finally:
-        await gate.close()
+        await db_proxy.set_mode(Mode.FORWARD)
+        deadline = time.monotonic() + 5
+        status = 503
+        while status != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            status = (await client.get("/health")).status_code
+        assert status == 200, "the app did not notice the database came back"
 
 
 async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,5 +1,7 @@
 """The process's database engine, its session factory and the request-scoped session dependency."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -36,6 +38,7 @@ class Database:
             },
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._close_timeout = settings.db_connect_timeout
 
     async def ping(self) -> None:
         """Run a trivial query; raises if the database cannot be reached."""
@@ -43,7 +46,11 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        """Close the pooled connections, within the connect bound: a server that stopped answering
+        would hold each polite goodbye for the statement timeout, and shutdown with it."""
+        with contextlib.suppress(TimeoutError):
+            # Cancelling a close makes asyncpg abort that connection instead.
+            await asyncio.wait_for(self.engine.dispose(), self._close_timeout)
 
 
 def describe_error(error: BaseException) -> str:

@@ -1,7 +1,8 @@
-"""A TCP front for PostgreSQL that the outage drill switches between forwarding, refusing and hanging.
+"""Loopback networking for the tests and the benchmark: free ports, and a switchable front for PostgreSQL.
 
-The app under test points its DATABASE_URL at this proxy on 127.0.0.1, so the database can go
-away and come back while the app keeps running:
+`SwitchProxy` is a TCP front that is switched between forwarding, refusing and hanging. The app
+under test points its DATABASE_URL at it on 127.0.0.1, so the database can go away and come back
+while the app keeps running:
 
 - forward: every connection is relayed to the real server (TCP or Unix socket);
 - refuse:  the port is closed, so connecting fails at once, and open connections are cut;
@@ -13,9 +14,18 @@ It carries the project app's few health queries, not bulk traffic, so it does no
 
 import asyncio
 import enum
+import socket
 from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
+
+
+def free_port() -> int:
+    """A port nothing listens on now on 127.0.0.1; the caller binds it a moment later."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class Mode(enum.Enum):
@@ -73,6 +83,7 @@ class _ClientEnd(_End):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._proxy.accepted += 1
         assert self.transport is not None
         self.transport.pause_reading()
         if self._proxy.mode is Mode.FORWARD:
@@ -98,12 +109,16 @@ class _ClientEnd(_End):
 
 
 class SwitchProxy:
-    """Listens on 127.0.0.1:`port` (0 picks a free one, kept across mode changes)."""
+    """Listens on 127.0.0.1:`port` (0 picks a free one, kept across mode changes).
+
+    `accepted` counts the connections it took, whatever its mode: how often the app tried.
+    """
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.mode = Mode.FORWARD
         self.port = 0
+        self.accepted = 0
         self._server: asyncio.Server | None = None
         self._ends: set[_End] = set()
         self._tasks: set[asyncio.Task[None]] = set()
