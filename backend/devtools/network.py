@@ -62,6 +62,9 @@ class _End(asyncio.Protocol):
         self._proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.peer: _End | None = None
+        # Bytes read before the peer exists: some Pythons (3.11.2) do not honour a pause_reading()
+        # made in connection_made, so the client's first packet can arrive this early.
+        self.pending: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -69,7 +72,9 @@ class _End(asyncio.Protocol):
         self._proxy._ends.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
+        if self.peer is None:
+            self.pending.append(data)
+        elif self.peer.transport is not None:
             self.peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -105,6 +110,10 @@ class _ClientEnd(_End):
             self.transport.abort()
             return
         self.peer, upstream.peer = upstream, self
+        assert upstream.transport is not None
+        for data in self.pending:
+            upstream.transport.write(data)
+        self.pending.clear()
         self.transport.resume_reading()
 
 
