@@ -9,15 +9,26 @@ while the app keeps running:
 - hang:    connections are accepted and never answered, and open ones freeze mid-stream,
            as when a server or the network in between stops responding.
 
-It carries the project app's few health queries, not bulk traffic, so it does no flow control.
+`delay` adds latency to everything relayed, each way, as a distant server has. The proxy also
+reads the protocol it relays: what the app sends (`sent`), and which server process serves each
+connection (`backend_pids`), so a test can count round trips or end the app's sessions from the
+server side. It carries the project app's few health queries, not bulk traffic, so it does no
+flow control.
 """
 
 import asyncio
 import enum
 import socket
+import struct
+from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
+
+# Requests a client sends before its start-up message; the server answers each with one byte.
+_SSL_REQUEST = 80877103
+_GSSENC_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
 
 
 def free_port() -> int:
@@ -55,16 +66,105 @@ class Upstream:
         return cls(host=host, port=port)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One message a client sent after its start-up: its type byte, and the SQL of a query or a parse."""
+
+    connection: int
+    kind: str
+    sql: str = ""
+
+    @property
+    def ends_round_trip(self) -> bool:
+        """A simple query or a sync: the client now waits for the server's answer."""
+        return self.kind in ("Q", "S")
+
+
+class _Wire:
+    """Reads both directions of one relayed connection as PostgreSQL protocol messages."""
+
+    def __init__(self, proxy: "SwitchProxy", number: int) -> None:
+        self._proxy = proxy
+        self._number = number
+        self._from_client = bytearray()
+        self._from_server = bytearray()
+        self._started = False  # the client has sent its start-up message; typed messages follow
+        self._answers_due = 0  # one-byte answers the server owes to SSL or GSS requests
+        self._opaque = False  # encrypted: nothing more can be read
+
+    def client_bytes(self, data: bytes) -> None:
+        self._from_client += data
+        while not self._opaque:
+            if not self._started:
+                if len(self._from_client) < 8:
+                    return
+                length, code = struct.unpack("!ii", self._from_client[:8])
+                if len(self._from_client) < length:
+                    return
+                del self._from_client[:length]
+                if code in (_SSL_REQUEST, _GSSENC_REQUEST):
+                    self._answers_due += 1
+                elif code != _CANCEL_REQUEST:
+                    self._started = True
+                continue
+            message = self._take(self._from_client)
+            if message is None:
+                return
+            kind, body = message
+            self._proxy.sent.append(Sent(self._number, kind, _sql(kind, body)))
+
+    def server_bytes(self, data: bytes) -> None:
+        self._from_server += data
+        while not self._opaque:
+            if self._answers_due:
+                if not self._from_server:
+                    return
+                answer = self._from_server[:1]
+                del self._from_server[:1]
+                self._answers_due -= 1
+                self._opaque = answer != b"N"
+                continue
+            message = self._take(self._from_server)
+            if message is None:
+                return
+            kind, body = message
+            if kind == "K":  # BackendKeyData: the server process's pid, then the cancel key
+                self._proxy.backend_pids[self._number] = struct.unpack("!i", body[:4])[0]
+
+    @staticmethod
+    def _take(buffer: bytearray) -> tuple[str, bytes] | None:
+        if len(buffer) < 5:
+            return None
+        (length,) = struct.unpack("!i", buffer[1:5])
+        if len(buffer) < 1 + length:
+            return None
+        kind, body = chr(buffer[0]), bytes(buffer[5 : 1 + length])
+        del buffer[: 1 + length]
+        return kind, body
+
+
+def _sql(kind: str, body: bytes) -> str:
+    if kind == "Q":  # the query text
+        return body.rstrip(b"\0").decode(errors="replace")
+    if kind == "P":  # the statement name, then the query text
+        return body.split(b"\0")[1].decode(errors="replace")
+    return ""
+
+
 class _End(asyncio.Protocol):
     """One socket of a relayed pair: whatever it reads is written to the other one."""
 
-    def __init__(self, proxy: "SwitchProxy") -> None:
+    def __init__(self, proxy: "SwitchProxy", wire: _Wire | None = None) -> None:
         self._proxy = proxy
+        self.wire = wire
         self.transport: asyncio.Transport | None = None
         self.peer: _End | None = None
         # Bytes read before the peer exists: some Pythons (3.11.2) do not honour a pause_reading()
         # made in connection_made, so the client's first packet can arrive this early.
         self.pending: list[bytes] = []
+        self._delayed: deque[tuple[float, bytes]] = deque()
+        self._drain: asyncio.Task[None] | None = None
+        self.orphaned = False  # the server behind it is gone: the next packet gets a reset
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -72,10 +172,46 @@ class _End(asyncio.Protocol):
         self._proxy._ends.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.orphaned:
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        self.observe(data)
         if self.peer is None:
             self.pending.append(data)
-        elif self.peer.transport is not None:
-            self.peer.transport.write(data)
+        else:
+            self.peer.send(data)
+
+    def observe(self, data: bytes) -> None:
+        """The server's side: what it sends."""
+        if self.wire is not None:
+            self.wire.server_bytes(data)
+
+    def send(self, data: bytes) -> None:
+        """Write to this socket, `delay` seconds from now."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._proxy.delay <= 0 and not self._delayed:
+            self.transport.write(data)
+            return
+        self._delayed.append((asyncio.get_running_loop().time() + self._proxy.delay, data))
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._write_delayed())
+            self._proxy._tasks.add(self._drain)
+            self._drain.add_done_callback(self._proxy._tasks.discard)
+
+    async def _write_delayed(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._delayed:
+                due, data = self._delayed[0]
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                self._delayed.popleft()
+                if self._proxy.mode is Mode.HANG or self.transport is None or self.transport.is_closing():
+                    continue  # in flight when the network stopped: lost
+                self.transport.write(data)
+        finally:
+            self._drain = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._proxy._ends.discard(self)
@@ -89,6 +225,7 @@ class _ClientEnd(_End):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._proxy.accepted += 1
+        self.wire = _Wire(self._proxy, self._proxy.accepted)
         assert self.transport is not None
         self.transport.pause_reading()
         if self._proxy.mode is Mode.FORWARD:
@@ -96,10 +233,14 @@ class _ClientEnd(_End):
             self._proxy._tasks.add(task)
             task.add_done_callback(self._proxy._tasks.discard)
 
+    def observe(self, data: bytes) -> None:
+        assert self.wire is not None
+        self.wire.client_bytes(data)
+
     async def _connect_upstream(self) -> None:
         assert self.transport is not None
         try:
-            upstream = await self._proxy.open_upstream()
+            upstream = await self._proxy.open_upstream(self.wire)
         except OSError:
             self.transport.abort()
             return
@@ -110,9 +251,8 @@ class _ClientEnd(_End):
             self.transport.abort()
             return
         self.peer, upstream.peer = upstream, self
-        assert upstream.transport is not None
         for data in self.pending:
-            upstream.transport.write(data)
+            upstream.send(data)
         self.pending.clear()
         self.transport.resume_reading()
 
@@ -121,22 +261,27 @@ class SwitchProxy:
     """Listens on 127.0.0.1:`port` (0 picks a free one, kept across mode changes).
 
     `accepted` counts the connections it took, whatever its mode: how often the app tried.
+    `sent` lists what clients sent after start-up, and `backend_pids` maps each connection
+    (numbered from 1, in the order accepted) to the server process serving it.
     """
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.mode = Mode.FORWARD
+        self.delay = 0.0
         self.port = 0
         self.accepted = 0
+        self.sent: list[Sent] = []
+        self.backend_pids: dict[int, int] = {}
         self._server: asyncio.Server | None = None
         self._ends: set[_End] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open_upstream(self) -> _End:
+    async def open_upstream(self, wire: _Wire | None = None) -> _End:
         loop = asyncio.get_running_loop()
 
         def factory() -> _End:
-            return _End(self)
+            return _End(self, wire)
 
         if self.upstream.unix_path is not None:
             _, end = await loop.create_unix_connection(factory, self.upstream.unix_path)
@@ -147,7 +292,13 @@ class SwitchProxy:
     async def start(self) -> None:
         await self._listen()
 
-    async def set_mode(self, mode: Mode) -> None:
+    async def set_mode(self, mode: Mode, *, cut: bool = True) -> None:
+        """Switch; back to forwarding, open connections are cut unless `cut` is False.
+
+        A server that comes back has lost the sessions it had, hence the cut. With `cut=False`,
+        a connection frozen by hanging stays frozen, as when its packets are lost for good while
+        new connections get through: the worst case for a client waiting on it.
+        """
         if mode is self.mode:
             return
         self.mode = mode
@@ -160,9 +311,18 @@ class SwitchProxy:
                 if end.transport is not None:
                     end.transport.pause_reading()
         else:
-            # A database that comes back has lost the sessions it had: old connections are cut.
-            self._cut_all()
+            if cut:
+                self._cut_all()
             await self._listen()
+
+    def fail_over(self) -> None:
+        """The server behind the open connections is gone, and its replacement takes new ones.
+
+        As after a failover, the clients are not told: the next thing one sends on an old
+        connection is answered with a reset.
+        """
+        for end in self._ends:
+            end.orphaned = True
 
     async def close(self) -> None:
         self._stop_listening()
