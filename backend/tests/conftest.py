@@ -2,8 +2,8 @@
 
 The test database is never the development one. In order of preference it is
 TEST_DATABASE_URL; else `<name>_test` on the DATABASE_URL server (created if missing); else a
-throwaway embedded PostgreSQL started for this run. `async_client` shares the per-test rolled-back
-session; `client` (TestClient) runs the app on its own event loop, so its writes are not rolled back.
+throwaway embedded PostgreSQL started for this run. Whatever a test writes, through `db_session`,
+`async_client` or `client`, commits included, is rolled back after it.
 """
 
 import os
@@ -17,11 +17,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.api.deps import get_db
 from app.core.config import Settings, SettingsError, configured, get_settings
-from app.core.database import Database, get_db
+from app.core.database import Database
 from devtools.network import SwitchProxy, Upstream
 from devtools.postgres import embedded_postgres, ensure_database, with_database
-from tests.harness import alembic_config, choose_test_database
+from tests.harness import alembic_config, build_app, choose_test_database, joined_session, rolled_back
 
 TEST_DATABASE = pytest.StashKey[str | None]()
 
@@ -74,29 +75,17 @@ async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     Everything runs in one outer transaction; the session's own commits only release savepoints,
     so code under test may commit as it would in production.
     """
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        async with AsyncSession(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as session:
-            yield session
-        await transaction.rollback()
+    async with rolled_back(engine) as connection, joined_session(connection) as session:
+        yield session
 
 
 @pytest.fixture
 async def db_proxy(test_db: str) -> AsyncIterator[SwitchProxy]:
-    """The test database behind a front on 127.0.0.1 that a test can make refuse or hang."""
+    """The test database behind a front on 127.0.0.1 that a test can make refuse, hang or lag."""
     proxy = SwitchProxy(Upstream.from_url(test_db))
     await proxy.start()
     yield proxy
     await proxy.close()
-
-
-def build_app(settings: Settings) -> FastAPI:
-    # Imported here, once the test database is in the environment: app.main reads settings on import.
-    from app.main import create_app
-
-    return create_app(settings)
 
 
 @pytest.fixture
@@ -110,6 +99,7 @@ async def application(settings: Settings, db_session: AsyncSession) -> AsyncIter
 
 @pytest.fixture
 async def async_client(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on `application`: requests share the test's `db_session`."""
     transport = httpx.ASGITransport(app=application)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
@@ -117,6 +107,22 @@ async def async_client(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """A synchronous client; the app runs on its own event loop, so use async_client for tests that write."""
-    with TestClient(build_app(settings)) as client:
-        yield client
+    """A synchronous client, whose requests' writes are rolled back after the test too.
+
+    TestClient runs the app on an event loop of its own, in a thread, and asyncpg connections
+    belong to one loop: so the requests cannot share `db_session`. They share instead a
+    transaction opened on that loop, on the app's own engine, and rolled back after the test.
+    Rolling back, rather than emptying the tables afterwards, also undoes schema changes and
+    needs no list of tables to keep up to date.
+    """
+    app = build_app(settings)
+    with TestClient(app) as client:
+        assert client.portal is not None
+        with client.portal.wrap_async_context_manager(rolled_back(app.state.database.engine)) as connection:
+
+            async def session_in_the_transaction() -> AsyncIterator[AsyncSession]:
+                async with joined_session(connection) as session:
+                    yield session
+
+            app.dependency_overrides[get_db] = session_in_the_transaction
+            yield client

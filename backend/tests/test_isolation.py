@@ -1,15 +1,34 @@
-"""Each test's writes are rolled back, even when the code under test commits."""
+"""Each test's writes are rolled back, even when the code under test commits, whichever client made them."""
 
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import DbSession, get_db
 from app.core.config import Settings
-from app.core.database import Database, DbSession, get_db
+from app.core.database import Database
+
+# Routes of these tests only, added to the app under test: one that writes and commits, one that reads.
+probe_routes = APIRouter(prefix="/isolation-probe")
+
+
+@probe_routes.post("/{run}")
+async def write(run: str, session: DbSession) -> None:
+    await session.execute(text("CREATE TABLE isolation_probe (run text)"))
+    await session.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
+    await session.commit()
+
+
+@probe_routes.get("")
+async def read(session: DbSession) -> list[str]:
+    if not await session.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL")):
+        return []
+    return list(await session.scalars(text("SELECT run FROM isolation_probe")))
 
 
 @pytest.mark.parametrize("run", ["first", "second"])
@@ -25,19 +44,24 @@ async def test_committed_writes_do_not_leak_into_the_next_test(db_session: Async
     assert await db_session.scalar(text("SELECT run FROM isolation_probe")) == run
 
 
+@pytest.mark.parametrize("run", ["first", "second"])
+def test_writes_through_client_do_not_leak_into_the_next_test(client: TestClient, run: str) -> None:
+    app = client.app
+    assert isinstance(app, FastAPI)
+    app.include_router(probe_routes)
+    assert client.get("/isolation-probe").json() == [], "an earlier test's committed write is still there"
+
+    assert client.post(f"/isolation-probe/{run}").status_code == 200
+    assert client.get("/isolation-probe").json() == [run]
+
+
 async def test_requests_share_the_test_session(
     application: FastAPI, async_client: httpx.AsyncClient, db_session: AsyncSession
 ) -> None:
-    @application.post("/probe-write")
-    async def probe_write(session: DbSession) -> dict[str, int]:
-        await session.execute(text("CREATE TABLE request_probe (n int)"))
-        await session.execute(text("INSERT INTO request_probe VALUES (1)"))
-        await session.commit()
-        return {"ok": 1}
-
-    assert (await async_client.post("/probe-write")).status_code == 200
+    application.include_router(probe_routes)
+    assert (await async_client.post("/isolation-probe/async")).status_code == 200
     # The request's commit is visible to the test, inside the transaction that is rolled back after it.
-    assert await db_session.scalar(text("SELECT n FROM request_probe")) == 1
+    assert await db_session.scalar(text("SELECT run FROM isolation_probe")) == "async"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ _URL_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 _WELL_KNOWN_PASSWORDS = {"postgres", "password", "changeme", "secret", "admin", "lifebalance"}
 
 Seconds = Annotated[float, Field(gt=0)]
+Environment = Literal["development", "test", "production"]
 
 
 def normalize_database_url(value: str) -> URL:
@@ -40,7 +41,7 @@ def normalize_database_url(value: str) -> URL:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Environment = "development"
     database_url: str
 
     # asyncpg waits 60 s to connect and SQLAlchemy 30 s for a pooled connection by default:

@@ -1,16 +1,24 @@
-"""The process's database engine, its session factory and the request-scoped session dependency."""
+"""The process's database engine and its session factory."""
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Any
 
-from fastapi import Depends, Request
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from app.core.config import Settings
+
+# Asked of the server for each session: a client that vanishes (a crash, a network that died)
+# is noticed within about a minute (30 s idle, then 3 probes 10 s apart), so its session does not
+# hold a connection slot for hours.
+TCP_KEEPALIVES = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+
+# How long a closing connection waits for the server to see it off. Once a server has left one
+# goodbye unanswered, the connections after it are aborted at once, so a shutdown with a silent
+# server takes this long in all, not this long per pooled connection.
+GOODBYE_TIMEOUT = 0.5
 
 
 class Database:
@@ -30,27 +38,20 @@ class Database:
                 "timeout": settings.db_connect_timeout,
                 # Client-side bound for a server that stops answering mid-query.
                 "command_timeout": settings.db_statement_timeout,
+                "connection_class": _bounded_goodbye_connection_class(),
                 "server_settings": {
                     # In milliseconds, never 0: PostgreSQL reads 0 as "no limit".
                     "statement_timeout": str(max(1, round(settings.db_statement_timeout * 1000))),
                     "application_name": "lifebalance-backend",
+                    **TCP_KEEPALIVES,
                 },
             },
         )
+        event.listen(self.engine.sync_engine, "checkout", _discard_closed)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._close_timeout = settings.db_connect_timeout
-
-    async def ping(self) -> None:
-        """Run a trivial query; raises if the database cannot be reached."""
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        """Close the pooled connections, within the connect bound: a server that stopped answering
-        would hold each polite goodbye for the statement timeout, and shutdown with it."""
-        with contextlib.suppress(TimeoutError):
-            # Cancelling a close makes asyncpg abort that connection instead.
-            await asyncio.wait_for(self.engine.dispose(), self._close_timeout)
+        await self.engine.dispose()
 
 
 def describe_error(error: BaseException) -> str:
@@ -64,17 +65,38 @@ def describe_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}".rstrip(": ")
 
 
-async def get_database(request: Request) -> Database:
-    # async: a plain def dependency would be run in the thread pool on every request.
-    database: Database = request.app.state.database
-    return database
+def _discard_closed(
+    dbapi_connection: Any, connection_record: ConnectionPoolEntry, connection_proxy: PoolProxiedConnection
+) -> None:
+    """A pooled connection that the server has closed (restart, failover, terminated session) is
+    replaced at checkout: the pool opens a new one in its place, so no caller sees the dead one.
+    The driver's own state tells, so this costs no round trip, unlike pool_pre_ping."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
-async def get_db(database: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
-    """A session for one request. Closing it rolls back whatever the request did not commit,
-    so a request that fails leaves nothing behind."""
-    async with database.sessionmaker() as session:
-        yield session
+def _bounded_goodbye_connection_class() -> type[asyncpg.Connection]:
+    """asyncpg's connection, whose polite close waits at most GOODBYE_TIMEOUT for the server.
 
+    Each engine gets a class of its own, so that one server's silence does not cut short the
+    goodbyes to another.
+    """
+    unanswered = False
 
-DbSession = Annotated[AsyncSession, Depends(get_db)]
+    class BoundedGoodbyeConnection(asyncpg.Connection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            nonlocal unanswered
+            super().__init__(*args, **kwargs)
+            unanswered = False  # the server has just accepted a connection: it answers
+
+        async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  (asyncpg's signature)
+            nonlocal unanswered
+            if unanswered:
+                self.terminate()
+                return
+            try:
+                await super().close(timeout=GOODBYE_TIMEOUT if timeout is None else min(timeout, GOODBYE_TIMEOUT))
+            except TimeoutError:
+                unanswered = True  # asyncpg has aborted the connection already
+
+    return BoundedGoodbyeConnection

@@ -1,79 +1,147 @@
-"""A cheap, bounded answer to "is the database reachable?" for /health."""
+"""A cheap, bounded answer to "is the database available?" for /health."""
 
 import asyncio
+import enum
 import logging
 import time
-from typing import Any
 
-from app.core.database import Database, describe_error
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.core.config import Settings
+from app.core.database import describe_error
 
 logger = logging.getLogger(__name__)
 
 
-class DatabaseProbe:
-    """Checks the database at most once per `ttl` seconds, whatever the number of callers.
+class Reason(enum.StrEnum):
+    """Why the database is unavailable: the few cases an operator acts on differently."""
 
-    Concurrent callers await the one check in flight, and a finished check answers callers
-    for `ttl` seconds, so a burst of probes (or a load balancer polling every instance)
-    costs at most one query per `ttl`. Each check, connection included, is bounded by `timeout`.
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    AUTHENTICATION_FAILED = "authentication failed"
+    OTHER = "other"
+
+
+def classify(error: BaseException) -> Reason:
+    if isinstance(error, TimeoutError):
+        return Reason.TIMEOUT
+    if isinstance(error, ConnectionRefusedError):
+        return Reason.REFUSED
+    if isinstance(error, OSError):
+        return Reason.UNREACHABLE
+    cause: BaseException | None = error
+    while cause is not None:
+        # SQLSTATE class 28: invalid authorization (wrong password, a role that may not log in).
+        if str(getattr(cause, "sqlstate", "") or "").startswith("28"):
+            return Reason.AUTHENTICATION_FAILED
+        cause = cause.orig if isinstance(cause, DBAPIError) else cause.__cause__
+    return Reason.OTHER
+
+
+class DatabaseProbe:
+    """Checks the database at most once per HEALTH_CACHE_TTL, whatever the number of callers.
+
+    A check takes a pooled connection and runs one statement on it, outside any transaction: one
+    round trip. Concurrent callers share the check in flight, and its result answers callers for
+    the TTL, so a burst of probes (or a load balancer polling every instance) costs one query.
+
+    Each caller waits at most HEALTH_TIMEOUT. A check that takes longer goes on: the callers get
+    "unavailable" meanwhile, and the connection it is opening serves the checks after it, so a
+    slow but working database is reported available once a connection exists. Opening a
+    connection (the driver's set-up queries included) is bounded by DB_CONNECT_TIMEOUT, and the
+    statement by HEALTH_TIMEOUT, after which the connection is aborted.
     """
 
-    def __init__(self, database: Database, *, timeout: float, ttl: float, masked_url: str) -> None:
-        self._database = database
-        self._timeout = timeout
-        self._ttl = ttl
-        self._masked_url = masked_url
-        self._in_flight: asyncio.Task[bool] | None = None
-        self._last_result: bool | None = None
-        self._checked_at = 0.0
-        self._abandoned: set[asyncio.Future[None]] = set()
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        # Autocommit: the check's statement is sent alone, without BEGIN and ROLLBACK around it.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._timeout = settings.health_timeout
+        self._ttl = settings.health_cache_ttl
+        self._connect_timeout = settings.db_connect_timeout
+        self._masked_url = settings.masked_database_url
+        self._in_flight: asyncio.Task[None] | None = None
+        self._available: bool | None = None
+        self._reason: Reason | None = None
+        self._answered_at = 0.0
 
-    async def is_reachable(self) -> bool:
-        if self._last_result is not None and time.monotonic() - self._checked_at < self._ttl:
-            return self._last_result
+    async def is_available(self) -> bool:
+        if self._available is not None and time.monotonic() - self._answered_at < self._ttl:
+            return self._available
         if self._in_flight is None:
-            self._in_flight = asyncio.create_task(self._check())
-        # Shielded: a caller that goes away must not cancel the check the others are waiting on.
-        return await asyncio.shield(self._in_flight)
+            self._in_flight = asyncio.create_task(self._run())
+        # wait() neither cancels the check when the budget runs out nor when this caller goes away.
+        done, _ = await asyncio.wait({self._in_flight}, timeout=self._timeout)
+        if not done:
+            self._record(Reason.TIMEOUT, f"no answer within {self._timeout:g} s")
+            return False
+        done.pop().result()  # a bug in the check surfaces here, not as a silent "unavailable"
+        assert self._available is not None
+        return self._available
 
-    async def _check(self) -> bool:
+    async def aclose(self) -> None:
+        """Stop the check in flight, so none outlives the engine."""
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            await asyncio.gather(self._in_flight, return_exceptions=True)
+
+    async def _run(self) -> None:
         try:
-            error = await self._ping()
-            if error is not None and self._last_result is not False:
-                logger.warning("Database %s is unreachable: %s", self._masked_url, describe_error(error))
-            elif error is None and self._last_result is False:
-                logger.info("Database %s is reachable again", self._masked_url)
-            self._last_result, self._checked_at = error is None, time.monotonic()
-            return self._last_result
+            error = await self._check()
+            if error is None:
+                self._record(None, "")
+            else:
+                self._record(classify(error), describe_error(error))
         finally:
             # Whatever happened, the next caller starts a new check rather than await this one.
             self._in_flight = None
 
-    async def aclose(self) -> None:
-        """Stop the check in flight and wait for abandoned pings, so none outlives the engine."""
-        pending: list[asyncio.Future[Any]] = [*self._abandoned]
-        if self._in_flight is not None:
-            pending.append(self._in_flight)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    async def _check(self) -> BaseException | None:
+        """None if the database answered, else what went wrong."""
+        error = await self._check_once()
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            # The server closed the connection after the pool handed it out: once more, on a new one.
+            error = await self._check_once()
+        return error
 
-    async def _ping(self) -> BaseException | None:
-        """The ping's error, or None; a ping over budget is left to finish cancelling on its own.
+    async def _check_once(self) -> BaseException | None:
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                connection = await self._engine.connect()
+        except Exception as error:  # refused, unreachable, timed out, or refused by the server
+            return error
+        try:
+            await self._ping(connection)
+        except (DBAPIError, TimeoutError) as error:
+            return error
+        finally:
+            await connection.close()
+        return None
 
-        Cancelling a query on a stuck connection makes the driver close that connection politely,
-        which waits up to seconds more for the stuck server: the answer must not wait for that.
-        """
-        ping = asyncio.ensure_future(self._database.ping())
-        done, _ = await asyncio.wait({ping}, timeout=self._timeout)
-        if done:
-            return asyncio.CancelledError() if ping.cancelled() else ping.exception()
-        ping.cancel()
-        self._abandoned.add(ping)
-        ping.add_done_callback(self._forget)
-        return TimeoutError()
+    async def _ping(self, connection: AsyncConnection) -> None:
+        ping = asyncio.ensure_future(connection.exec_driver_sql("SELECT 1"))
+        try:
+            await asyncio.wait({ping}, timeout=self._timeout)
+        finally:
+            timed_out = not ping.done()
+            if timed_out:
+                # Aborted, not cancelled: a cancelled query makes the driver ask the server to
+                # cancel it and then close politely, waiting on a server that does not answer.
+                driver = (await connection.get_raw_connection()).driver_connection
+                assert driver is not None
+                driver.terminate()
+                await asyncio.wait({ping})
+                ping.exception()  # retrieved: its "connection closed" is the abort just made
+        if timed_out:
+            raise TimeoutError(f"no answer within {self._timeout:g} s")
+        ping.result()
 
-    def _forget(self, ping: asyncio.Future[None]) -> None:
-        self._abandoned.discard(ping)
-        if not ping.cancelled():
-            ping.exception()  # retrieved, so asyncio does not report it as never retrieved
+    def _record(self, reason: Reason | None, detail: str) -> None:
+        """Keep the answer, and log a change of state or of reason (never a repeat)."""
+        if reason != self._reason or self._available is None:
+            if reason is not None:
+                logger.warning("Database %s is unavailable: %s (%s)", self._masked_url, reason, detail)
+            elif self._available is False:
+                logger.info("Database %s is available again", self._masked_url)
+        self._available, self._reason, self._answered_at = reason is None, reason, time.monotonic()

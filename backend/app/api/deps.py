@@ -1,0 +1,42 @@
+"""The dependencies routes declare, as `Annotated` aliases: the one way to reach shared objects.
+
+Each object is made once, in the app's lifespan (app/main.py), and handed out here. The functions
+are async so that FastAPI calls them on the event loop rather than in its thread pool.
+"""
+
+from collections.abc import AsyncGenerator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.config import Settings
+from app.core.database import Database
+from app.core.probe import DatabaseProbe
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_db(database: Annotated[Database, Depends(get_database)]) -> AsyncGenerator[AsyncSession]:
+    """A session for one request. Closing it rolls back whatever the request did not commit,
+    so a request that fails leaves nothing behind."""
+    async with database.sessionmaker() as session:
+        yield session
+
+
+async def get_probe(request: Request) -> DatabaseProbe:
+    probe: DatabaseProbe = request.app.state.probe
+    return probe
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbSession = Annotated[AsyncSession, Depends(get_db)]
+ProbeDep = Annotated[DatabaseProbe, Depends(get_probe)]

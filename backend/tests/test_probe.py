@@ -1,0 +1,286 @@
+"""The database check behind /health, under faults injected by a proxy in front of the real test database.
+
+Time limits here are generous bounds that only a missing timeout would break (the defaults wait
+30 to 60 s); real latencies are measured by `invoke bench`, not asserted in tests.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from unittest.mock import AsyncMock
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.config import Settings
+from app.core.database import Database
+from app.core.probe import DatabaseProbe
+from devtools.network import Mode, SwitchProxy, free_port
+from tests.harness import client_for, url_at, url_through
+
+BUDGET = 0.3
+# Far below the 30-60 s an unbounded wait takes, far above any scheduling noise.
+SLACK = 1.0
+PROBE_LOG = "app.core.probe"
+
+
+async def poll_until_connected(client: httpx.AsyncClient, limit: float) -> float:
+    """Seconds until /health says connected, polling every 50 ms; fails after `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if (await client.get("/health")).status_code == 200:
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not connected within {limit} s")
+
+
+async def end_sessions(engine: AsyncEngine, pids: list[int]) -> None:
+    """Ends these server processes, as an administrator or a restart would."""
+    async with engine.connect() as connection:
+        for pid in pids:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+async def test_refused_database_gives_503_quickly(settings: Settings) -> None:
+    async with client_for(settings, database_url=url_at(free_port()), health_timeout=BUDGET) as client:
+        started = time.monotonic()
+        response = await client.get("/health")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert elapsed < BUDGET + SLACK
+
+
+async def test_hung_database_gives_503_within_budget(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
+    await db_proxy.set_mode(Mode.HANG)
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), health_timeout=BUDGET) as client:
+        started = time.monotonic()
+        response = await client.get("/health")
+        elapsed = time.monotonic() - started
+
+    assert db_proxy.accepted == 1, "the check should have reached the hung server"
+    assert response.status_code == 503
+    assert BUDGET * 0.8 <= elapsed < BUDGET + SLACK
+
+
+async def test_database_that_stops_answering_gives_503_within_budget(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200  # a pooled connection now exists
+
+        await db_proxy.set_mode(Mode.HANG)
+        started = time.monotonic()
+        response = await client.get("/health")
+        elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    # Not BUDGET plus the seconds the driver spends closing the stuck connection politely.
+    assert elapsed < BUDGET + SLACK
+
+
+async def test_burst_against_hung_database_costs_one_check(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    await db_proxy.set_mode(Mode.HANG)
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), health_timeout=BUDGET) as client:
+        started = time.monotonic()
+        responses = await asyncio.gather(*(client.get("/health") for _ in range(20)))
+        elapsed = time.monotonic() - started
+        again = await client.get("/health")
+
+    assert [r.status_code for r in responses] == [503] * 20
+    assert again.status_code == 503
+    # Twenty concurrent probes and one more within the reuse window: a single connection attempt.
+    assert db_proxy.accepted == 1
+    assert elapsed < BUDGET + SLACK
+
+
+async def test_result_is_not_reused_after_ttl(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        await client.get("/health")
+        mark = len(db_proxy.sent)
+        await client.get("/health")
+        await client.get("/health")
+    assert sum(message.ends_round_trip for message in db_proxy.sent[mark:]) == 2
+
+
+async def test_check_on_a_pooled_connection_is_one_round_trip(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    overrides = {"health_cache_ttl": 0.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200  # connects, and runs the driver's set-up queries
+        mark = len(db_proxy.sent)
+        assert (await client.get("/health")).status_code == 200
+
+    check = db_proxy.sent[mark:]
+    assert sum(message.ends_round_trip for message in check) == 1, check
+    assert not any(m.sql.upper().startswith(("BEGIN", "ROLLBACK", "COMMIT")) for m in check), check
+    assert db_proxy.accepted == 1
+
+
+@pytest.mark.parametrize("fault", ["terminated", "failed over"])
+async def test_a_connection_the_server_closed_gives_no_false_503(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, engine: AsyncEngine, fault: str
+) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200
+        if fault == "terminated":
+            # The server says goodbye and closes: the driver sees it before the next check.
+            await end_sessions(engine, list(db_proxy.backend_pids.values()))
+            await asyncio.sleep(0.1)
+        else:
+            # The old server vanished without a word: only the next statement finds out.
+            db_proxy.fail_over()
+        response = await client.get("/health")
+
+    assert response.status_code == 200, "the database is up: a new connection should have been made"
+    assert db_proxy.accepted == 2
+
+
+async def test_slow_database_is_reported_connected(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
+    # 150 ms per round trip: opening a connection (some six round trips) takes longer than one
+    # check's budget, while a check on an open connection (one round trip) fits in it.
+    db_proxy.delay = 0.075
+    overrides = {"health_timeout": 0.5, "health_cache_ttl": 0.0, "db_connect_timeout": 10.0}
+    answers: list[tuple[int, float]] = []
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and [status for status, _ in answers[-3:]] != [200] * 3:
+            started = time.monotonic()
+            status = (await client.get("/health")).status_code
+            answers.append((status, time.monotonic() - started))
+
+    assert [status for status, _ in answers[-3:]] == [200] * 3, answers
+    assert answers[0][0] == 503, "the first check cannot have connected within its budget"
+    assert max(elapsed for _, elapsed in answers) < 0.5 + SLACK, answers
+    assert db_proxy.accepted == 1, "the first connection attempt should have been kept, not restarted"
+
+
+@pytest.mark.parametrize("outage", [Mode.REFUSE, Mode.HANG])
+async def test_recovers_soon_after_the_database_returns(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, outage: Mode
+) -> None:
+    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.3}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        assert (await client.get("/health")).status_code == 200
+        await db_proxy.set_mode(outage)
+        await asyncio.sleep(0.35)  # past the reuse window of the last result
+        assert (await client.get("/health")).status_code == 503
+
+        await db_proxy.set_mode(Mode.FORWARD)
+        assert await poll_until_connected(client, limit=5) < 2 + SLACK
+
+
+async def test_recovery_from_a_silent_database_is_bounded_by_the_connect_timeout(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    connect_timeout = 0.8
+    overrides = {"health_timeout": 0.2, "health_cache_ttl": 0.0, "db_connect_timeout": connect_timeout}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        await db_proxy.set_mode(Mode.HANG)
+        assert (await client.get("/health")).status_code == 503  # an attempt now waits on the silent server
+        # The network returns, but the attempt's packets are lost for good: only its bound ends it.
+        await db_proxy.set_mode(Mode.FORWARD, cut=False)
+        assert await poll_until_connected(client, limit=connect_timeout + 10) < connect_timeout + 1 + SLACK
+    assert db_proxy.accepted == 2
+
+
+async def test_one_log_line_per_change_of_state_or_reason(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = {"health_timeout": 0.1, "health_cache_ttl": 0.0, "db_connect_timeout": 0.25}
+    with caplog.at_level(logging.INFO, logger=PROBE_LOG):
+        async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+            for mode in (Mode.FORWARD, Mode.REFUSE, Mode.HANG, Mode.FORWARD):
+                await db_proxy.set_mode(mode)
+                for _ in range(3):
+                    await client.get("/health")
+                await asyncio.sleep(0.3)  # an attempt still in flight ends by its bound, not by the next switch
+
+    lines = [record.getMessage() for record in caplog.records if record.name == PROBE_LOG]
+    assert len(lines) == 3, lines
+    assert "unavailable: refused (ConnectionRefusedError: " in lines[0]
+    assert "unavailable: timeout (" in lines[1]
+    assert lines[2].endswith("is available again")
+
+
+@pytest.fixture
+async def login_role(engine: AsyncEngine) -> AsyncIterator[tuple[str, str]]:
+    """A role of the test's own that may log in, and its password; dropped afterwards."""
+    name, password = f"probe_{secrets.token_hex(4)}", secrets.token_hex(8)
+    async with engine.connect() as connection:
+        await connection.execute(text(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'"))
+        await connection.commit()
+    yield name, password
+    async with engine.connect() as connection:
+        await connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :name"), {"name": name}
+        )
+        await connection.execute(text(f"DROP ROLE {name}"))
+        await connection.commit()
+
+
+async def test_authentication_failure_is_logged_as_such(
+    settings: Settings,
+    test_db: str,
+    db_proxy: SwitchProxy,
+    engine: AsyncEngine,
+    login_role: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name, password = login_role
+    url = url_through(test_db, db_proxy.port, username=name, password=password)
+    with caplog.at_level(logging.INFO, logger=PROBE_LOG):
+        async with client_for(settings, database_url=url, health_cache_ttl=0.0) as client:
+            assert (await client.get("/health")).status_code == 200
+            # While the app holds a connection, the role loses its password and its right to log in;
+            # then its sessions end.
+            async with engine.connect() as connection:
+                await connection.execute(text(f"ALTER ROLE {name} NOLOGIN PASSWORD '{secrets.token_hex(8)}'"))
+                await connection.commit()
+            await end_sessions(engine, list(db_proxy.backend_pids.values()))
+            await asyncio.sleep(0.1)
+            statuses = [(await client.get("/health")).status_code for _ in range(3)]
+
+    assert statuses == [503] * 3
+    lines = [record.getMessage() for record in caplog.records if record.name == PROBE_LOG]
+    assert len(lines) == 1, lines
+    assert "unavailable: authentication failed (" in lines[0]
+    assert password not in caplog.text
+
+
+async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    with caplog.at_level(logging.WARNING, logger=PROBE_LOG):
+        async with client_for(settings, database_url=url_at(port, password="hunter2-secret")) as client:
+            response = await client.get("/health")
+
+    assert response.status_code == 503
+    assert "hunter2" not in response.text
+    assert str(port) not in response.text
+    assert "postgresql" not in response.text
+    logged = caplog.text
+    assert "hunter2" not in logged
+    assert f"127.0.0.1:{port}" in logged, "the log should say which database failed"
+    assert "***" in logged
+
+
+async def test_a_failed_check_does_not_wedge_the_probe(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = Database(settings.model_copy(update={"database_url": url_at(free_port())}))
+    probe = DatabaseProbe(database.engine, settings.model_copy(update={"health_cache_ttl": 0.0}))
+    monkeypatch.setattr(probe, "_check", AsyncMock(side_effect=RuntimeError("a bug in the check")))
+    with pytest.raises(RuntimeError):
+        await probe.is_available()
+
+    monkeypatch.undo()
+    assert await probe.is_available() is False, "the next probe must run a new check, not replay the failure"
+    await probe.aclose()
+    await database.dispose()

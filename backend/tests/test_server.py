@@ -1,0 +1,62 @@
+"""The app as uvicorn serves it, in a process of its own: HEAD on the wire, and shutdown during an outage."""
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from devtools.network import Mode, SwitchProxy
+from tests.harness import served, url_through
+
+# Required: uvicorn's own shutdown and a bounded goodbye to the silent server fit well within it.
+SHUTDOWN_LIMIT = 2.0
+
+
+def fields(response: bytes) -> dict[str, str]:
+    lines = response.decode().split("\r\n")[1:-2]
+    return {name.lower(): value for name, value in (line.split(": ", 1) for line in lines) if name != "date"}
+
+
+async def test_head_sends_the_headers_of_get_and_no_body(settings: Settings, tmp_path: Path) -> None:
+    async with served(settings, tmp_path / "uvicorn.log") as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for path in ("/health", "/health/live"):
+            writer.write(
+                f"HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\nGET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            # The next bytes on the connection are the GET's answer, not a body of the HEAD.
+            get = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(fields(get)["content-length"]))
+
+            assert head.startswith(b"HTTP/1.1 200 "), path
+            assert get.startswith(b"HTTP/1.1 200 "), path
+            assert fields(head) == fields(get), path
+        writer.close()
+
+
+@pytest.mark.parametrize("probe_in_flight", [False, True], ids=["idle", "probe in flight"])
+async def test_sigterm_during_an_outage_exits_fast_and_quietly(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, tmp_path: Path, probe_in_flight: bool
+) -> None:
+    log = tmp_path / "uvicorn.log"
+    # Connecting may take 10 s: shutdown must not wait for that bound, nor for the statement timeout.
+    overrides = {"database_url": url_through(test_db, db_proxy.port), "db_connect_timeout": 10.0}
+    async with served(settings, log, health_cache_ttl=0.0, **overrides) as server, httpx.AsyncClient() as client:
+        assert (await client.get(f"{server.url}/health")).status_code == 200  # a connection now waits in the pool
+        await db_proxy.set_mode(Mode.HANG)
+        if probe_in_flight:
+            pending = asyncio.ensure_future(client.get(f"{server.url}/health"))
+            await asyncio.sleep(0.2)
+        elapsed = await server.stop()
+        if probe_in_flight:
+            await asyncio.gather(pending, return_exceptions=True)
+
+    output = log.read_text()
+    assert server.process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal it handled
+    assert elapsed < SHUTDOWN_LIMIT, output
+    assert "ERROR" not in output
+    assert "Traceback" not in output
