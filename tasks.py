@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from invoke import Context, Exit, task
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent
@@ -72,8 +74,10 @@ def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
 def test(c: Context) -> None:
     """Run the test suite; arguments after -- go to pytest (invoke test -- -k health -x)."""
     # invoke joins the words after -- with spaces and loses their quoting; argv still has them.
-    args = shlex.join(sys.argv[sys.argv.index("--") + 1 :]) if "--" in sys.argv else c.remainder
-    run(c, f"{PYTHON} -m pytest {args}")
+    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder)
+    # With arguments, from where they were typed, so paths in them are relative to it; without,
+    # from the root, whose configuration names the suite. Either way pytest finds pyproject.toml.
+    run(c, shlex.join([sys.executable, "-m", "pytest", *args]), cwd=Path.cwd() if args else ROOT)
 
 
 @task(help={"revision": "target revision (default head)"})

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from types import ModuleType
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 from app.core.config import normalize_database_url
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+def _pgserver() -> ModuleType:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a folder in /tmp,
         # which is where pgserver keeps its lock file: harmless, so not worth a warning.

@@ -23,7 +23,9 @@ def test_models_match_migrations(test_db: str) -> None:
 
 def test_first_revision_is_initial() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    base = script.get_revision(script.get_base())
+    base_id = script.get_base()
+    assert base_id is not None
+    base = script.get_revision(base_id)
     assert base is not None
     assert base.doc.startswith("initial")
     assert Path(base.path).name.split("_")[0].isdigit(), "revision files are named by date"
