@@ -1,13 +1,36 @@
-"""Baseline for the benchmark: the cheapest FastAPI endpoint, a small JSON body and no database.
+"""Baseline for the benchmark: the cheapest endpoint of this project's own shape, with no database.
 
-Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`.
+An APIRouter added with include_router, one async dependency through an Annotated alias, and a
+pydantic response model of three fields, with a timestamp computed per request; nothing cached.
+/health must cost no more than this. Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`.
 """
 
-from fastapi import FastAPI
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
+
+router = APIRouter()
+
+
+async def get_label() -> str:
+    return "baseline"
+
+
+Label = Annotated[str, Depends(get_label)]
+
+
+class BaselineResponse(BaseModel):
+    status: str
+    timestamp: datetime
+    label: str
+
+
+@router.get("/health", response_model=BaselineResponse)
+async def health(label: Label) -> BaselineResponse:
+    return BaselineResponse(status="ok", timestamp=datetime.now(UTC).replace(microsecond=0), label=label)
+
 
 app = FastAPI()
-
-
-@app.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+app.include_router(router)

@@ -1,4 +1,5 @@
-"""The outage drill: /health while the database refuses or hangs, and how soon it says `connected` again."""
+"""The outage drill: /health while the database refuses or hangs or ends the app's sessions, and how soon
+it says `connected` again."""
 
 import asyncio
 import time
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from devtools.network import Mode, SwitchProxy
+from pgstats import Stats
 
 PROBES = 20
 # Far beyond any target, so a probe that waits this long shows up as a figure, not as a stuck run.
@@ -96,3 +98,14 @@ async def outage(proxy: SwitchProxy, url: str, mode: Mode, cache_ttl_s: float) -
     await proxy.set_mode(Mode.FORWARD)
     recovery = await time_to_connected(url)
     return Outage(mode.value, statuses, slowest, recovery)
+
+
+async def killed_connections(stats: Stats, database: str, url: str, cache_ttl_s: float) -> Outage:
+    """End the app's sessions from the server side, as a restart or failover does, then probe at once.
+
+    The database is up all along: every 503 here is a false one.
+    """
+    await asyncio.sleep(cache_ttl_s + 0.2)
+    await stats.end_backends(database)
+    statuses, slowest = await probe_burst(url)
+    return Outage("killed", statuses, slowest, await time_to_connected(url))

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
+
 from servers import BenchError
 
 
@@ -53,8 +54,8 @@ class Stats:
             raise BenchError(f"pg_stat_database has no counts for {database} (PostgreSQL 14 or later is needed)")
         return Counters(row["transactions"], row["sessions"])
 
-    async def settled_counters(self, database: str, timeout_s: float = 10.0) -> Counters:
-        """End the app's connections, so their backends publish everything, then read the counters."""
+    async def end_backends(self, database: str, timeout_s: float = 10.0) -> None:
+        """End the app's connections from the server side, as an administrator or a restart would."""
         pids = await self.backends(database)
         for pid in pids:
             await self._connection.execute("SELECT pg_terminate_backend($1)", pid)
@@ -63,6 +64,11 @@ class Stats:
             if time.monotonic() > deadline:
                 raise BenchError(f"connections to {database} did not end within {timeout_s:.0f} s")
             await asyncio.sleep(0.05)
+
+    async def settled_counters(self, database: str, timeout_s: float = 10.0) -> Counters:
+        """End the app's connections, so their backends publish everything, then read the counters."""
+        await self.end_backends(database, timeout_s)
+        deadline = time.monotonic() + timeout_s
         # An exiting backend leaves pg_stat_activity a moment before it publishes its counters:
         # read until they hold still for a few tenths of a second.
         last, steady = await self.counters(database), 0

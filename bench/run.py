@@ -1,10 +1,12 @@
-"""`invoke bench`: the project's /health under load and through a database outage, beside two references.
+"""`invoke bench`: the project's /health under load and through a database outage, beside references.
 
-Runs a PostgreSQL (the configured one, else an embedded one) and three one-worker uvicorn servers
-on 127.0.0.1: the project's app, a baseline app without a database, and the per-request pattern
-most templates use. It loads each with wrk, counts the app's database work from PostgreSQL's
-statistics, drills a refusing and a hanging database, times start-up and the test suite, then
-prints a table and writes the same figures as JSON.
+Runs a PostgreSQL (the configured one, else an embedded one) and four one-worker uvicorn servers
+on 127.0.0.1: the project's app; the baseline, the cheapest endpoint of the project's own shape
+(no database); a bare FastAPI endpoint, for information; and the per-request pattern most
+templates use. It loads each with wrk, counts the app's database work from PostgreSQL's
+statistics, drills a refusing and a hanging database and connections ended by the server, times
+start-up and the test suite, then prints a table of the figures and their targets, and writes the
+same figures as JSON.
 
     python bench/run.py [--quick] [--json PATH]
 
@@ -38,14 +40,14 @@ BACKEND = ROOT / "backend"
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(BACKEND))
 
-from drill import PROBES, outage, time_to_connected  # noqa: E402
-from load import CONNECTIONS, Run, Summary, run_wrk, wrk_version  # noqa: E402
-from pgstats import Stats  # noqa: E402
-from servers import BenchError, Server, start_server  # noqa: E402
-
 from app.core.config import Settings, configured  # noqa: E402  (needs backend/ on sys.path)
 from devtools.network import Mode, SwitchProxy, Upstream  # noqa: E402
 from devtools.postgres import embedded_postgres, ensure_database, with_database  # noqa: E402
+from drill import killed_connections, outage, time_to_connected  # noqa: E402
+from load import Run, Summary, run_wrk, wrk_version  # noqa: E402
+from pgstats import Stats  # noqa: E402
+from report import table, targets  # noqa: E402
+from servers import BenchError, Server, start_server  # noqa: E402
 
 # One database per app under test, so pg_stat_database's row for it counts that app alone.
 APP_DATABASE = "lifebalance_bench_app"
@@ -99,7 +101,8 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         # Started one after the other, so no start-up time includes another server's.
         app = await start_server("app", "app.main:app", app_dir=BACKEND, env=app_env, log_dir=log_dir)
         servers.append(app)
-        servers.append(await start_server("baseline", "baseline_app:app", app_dir=BENCH, env={}, log_dir=log_dir))
+        for name in ("baseline", "bare"):
+            servers.append(await start_server(name, f"{name}_app:app", app_dir=BENCH, env={}, log_dir=log_dir))
         servers.append(
             await start_server(
                 "per-request", "per_request_app:app", app_dir=BENCH, env=per_request_env, log_dir=log_dir
@@ -127,6 +130,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         if await time_to_connected(app.url) is None:
             raise BenchError(f"the app did not reconnect before the drill; see {app.log_path}")
         outages = [await outage(proxy, app.url, mode, settings.health_cache_ttl) for mode in (Mode.REFUSE, Mode.HANG)]
+        outages.append(await killed_connections(stats, APP_DATABASE, app.url, settings.health_cache_ttl))
 
         load_seconds = sum(run.seconds for run in runs["app"])
         return {
@@ -165,121 +169,6 @@ def run_suite() -> dict[str, Any]:
     wall = time.perf_counter() - started
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return {"wall_s": wall, "exit_code": result.returncode, "summary": lines[-1] if lines else ""}
-
-
-def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 4 with its figure; `ok` is None when the figure was not measured."""
-    load, db, outages = figures["load"], figures["database"], figures["outage"]
-    vs_baseline = figures["ratios"]["health_vs_baseline"]
-    vs_per_request = figures["ratios"]["health_vs_per_request"]
-
-    def burst(mode: str, limit: float) -> dict[str, Any]:
-        o = outages[mode]
-        all_503 = o["statuses"] == {"503": PROBES}
-        answers = ", ".join(f"{status} x{count}" for status, count in sorted(o["statuses"].items()))
-        return {
-            "target": f"DB {mode}s: all {PROBES} probes 503 within {limit:g} s",
-            "figure": f"{answers}, slowest {o['slowest_s']:.3f} s",
-            "ok": all_503 and o["slowest_s"] <= limit,
-        }
-
-    def recovery(mode: str) -> dict[str, Any]:
-        seconds = outages[mode]["recovery_s"]
-        return {
-            "target": f"DB back ({mode}): 200 connected within 2 s",
-            "figure": "not within 10 s" if seconds is None else f"{seconds:.2f} s",
-            "ok": seconds is not None and seconds <= 2.0,
-        }
-
-    suite = figures.get("test_suite")
-    rows = [
-        {"target": "health / baseline req/s >= 0.9", "figure": f"{vs_baseline:.2f}", "ok": vs_baseline >= 0.9},
-        {"target": "health / per-request req/s >= 5", "figure": f"{vs_per_request:.1f}", "ok": vs_per_request >= 5},
-        {"target": "health: zero errors", "figure": str(load["app"]["errors"]), "ok": load["app"]["errors"] == 0},
-        {
-            "target": "health load: <= 2 DB transactions/s",
-            "figure": f"{db['transactions_per_s']:.2f}/s",
-            "ok": db["transactions_per_s"] <= 2,
-        },
-        {
-            "target": "health load: no new DB connections",
-            "figure": str(db["new_connections"]),
-            "ok": db["new_connections"] == 0,
-        },
-        burst("refuse", 0.1),
-        burst("hang", 1.5),
-        recovery("refuse"),
-        recovery("hang"),
-        {
-            "target": "after load: connections held <= pool size",
-            "figure": f"{db['connections_held_after_load']} (pool {db['pool_size']})",
-            "ok": db["connections_held_after_load"] <= db["pool_size"],
-        },
-        {
-            "target": "start-up to first 200 < 1.5 s",
-            "figure": f"{figures['startup_s']['app']:.2f} s",
-            "ok": figures["startup_s"]["app"] < 1.5,
-        },
-        {
-            "target": "test suite < 15 s wall",
-            "figure": "not run (--quick)" if suite is None else f"{suite['wall_s']:.1f} s ({suite['summary']})",
-            "ok": None if suite is None else suite["exit_code"] == 0 and suite["wall_s"] < 15,
-        },
-    ]
-    return rows
-
-
-def table(figures: dict[str, Any]) -> str:
-    plan, load, db = figures["plan"], figures["load"], figures["database"]
-    out = [
-        f"lifebalance-backend bench, {figures['started_at']}: {figures['machine']['cpu_count']} CPUs, "
-        f"Python {figures['machine']['python']}, PostgreSQL {figures['postgres_version']} "
-        f"({figures['database_source']}), {figures['wrk_version']}",
-        "",
-        f"Load: wrk, {CONNECTIONS} connections, {plan['rounds']} rounds x {plan['run_s']:g} s per server, "
-        f"alternating, after {plan['warmup_s']:g} s warm-up",
-        f"  {'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}",
-    ]
-    names = {
-        "app": "/health (this project)",
-        "baseline": "baseline (no database)",
-        "per-request": "per-request SELECT 1",
-    }
-    for key, label in names.items():
-        s = load[key]
-        out.append(f"  {label:<28}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{s['errors']:>9}")
-    ratios = figures["ratios"]
-    out += [
-        f"  health / baseline {ratios['health_vs_baseline']:.2f}, "
-        f"health / per-request {ratios['health_vs_per_request']:.1f}",
-        "",
-        f"Database, from pg_stat_database during the app's {db['load_seconds']:.0f} s under load:",
-        f"  {db['transactions']} transactions ({db['transactions_per_s']:.2f}/s), "
-        f"{db['new_connections']} new connections; {db['connections_held_after_load']} connections held "
-        f"after the load (pool size {db['pool_size']})",
-        "",
-        f"Outage drill: {PROBES} concurrent /health probes, then the database comes back",
-        f"  {'database':<12}{'answers':<20}{'slowest':>10}{'back to connected':>20}",
-    ]
-    for mode, label in (("refuse", "refusing"), ("hang", "hanging")):
-        o = figures["outage"][mode]
-        answers = ", ".join(f"{status} x{count}" for status, count in sorted(o["statuses"].items()))
-        back = "> 10 s" if o["recovery_s"] is None else f"{o['recovery_s']:.2f} s"
-        out.append(f"  {label:<12}{answers:<20}{o['slowest_s']:>9.3f}s{back:>20}")
-    startup = figures["startup_s"]
-    out += [
-        "",
-        "Start-up to first 200 on /health: "
-        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in startup.items()),
-    ]
-    suite = figures.get("test_suite")
-    if suite is not None:
-        out.append(f"Test suite: {suite['wall_s']:.1f} s wall, exit {suite['exit_code']} ({suite['summary']})")
-    out += ["", "Targets (issue 4):"]
-    marks = {True: "pass", False: "MISS", None: "skip"}
-    for row in figures["targets"]:
-        out.append(f"  [{marks[row['ok']]}] {row['target']:<48}{row['figure']}")
-    return "\n".join(out)
 
 
 def versions() -> dict[str, str]:
@@ -338,8 +227,9 @@ def main() -> int:
     figures["ratios"] = {
         "health_vs_baseline": load["app"]["rps"] / load["baseline"]["rps"],
         "health_vs_per_request": load["app"]["rps"] / load["per-request"]["rps"],
+        "health_vs_bare": load["app"]["rps"] / load["bare"]["rps"],
     }
-    figures["targets"] = targets(figures)
+    figures["targets"] = [asdict(target) | {"met": target.met} for target in targets(figures)]
 
     print(table(figures))
     json_path.parent.mkdir(parents=True, exist_ok=True)
