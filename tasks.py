@@ -80,11 +80,27 @@ def test(c: Context) -> None:
     run(c, shlex.join([sys.executable, "-m", "pytest", *args]), cwd=Path.cwd() if args else ROOT)
 
 
-@task(help={"revision": "target revision (default head)"})
+@task(help={"revision": "target revision (default head); going back is invoke downgrade"})
 def migrate(c: Context, revision: str = "head") -> None:
     """Apply migrations to the database (alembic upgrade head)."""
+    from devtools.migrations import applied, is_behind
+
     with database():
+        # alembic upgrade to an older revision does nothing and succeeds: say so instead.
+        if revision != "head" and is_behind(revision, current := applied(os.environ["DATABASE_URL"])):
+            raise Exit(
+                f"{revision} is older than the database's revision ({', '.join(current)}): "
+                f"to go back to it, run invoke downgrade --revision {revision}",
+                code=1,
+            )
         run(c, f"{PYTHON} -m alembic upgrade {shlex.quote(revision)}")
+
+
+@task(help={"revision": "how far back: -1 (default) one migration, base all of them, or a revision id"})
+def downgrade(c: Context, revision: str = "-1") -> None:
+    """Undo migrations (alembic downgrade -1)."""
+    with database():
+        run(c, f"{PYTHON} -m alembic downgrade {shlex.quote(revision)}")
 
 
 @task(help={"message": "what the migration does, e.g. 'add users'"})
@@ -98,24 +114,23 @@ def makemigration(c: Context, message: str) -> None:
 @task
 def psql(c: Context) -> None:
     """Open psql on the configured (or embedded) database."""
-    from devtools.postgres import psql_executable
+    from devtools.postgres import psql_for
 
     with database():
         url = make_url(get_settings().database_url)
         # The password goes in the environment: on the command line, any local user could read it.
         env = {"PGPASSWORD": url.password} if url.password else {}
         libpq_url = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+        command = f"{shlex.quote(psql_for(str(url.render_as_string(hide_password=False))))} {shlex.quote(libpq_url)}"
         with c.cd(str(BACKEND)):
-            result = c.run(
-                f"{shlex.quote(psql_executable())} {shlex.quote(libpq_url)}", env=env, pty=sys.stdin.isatty(), warn=True
-            )
+            result = c.run(command, env=env, pty=sys.stdin.isatty(), warn=True)
         if result.failed:
             raise Exit(code=result.exited)
 
 
 @task
 def lint(c: Context) -> None:
-    """Check style and types: ruff check, ruff format --check, mypy --strict on backend/app."""
+    """Check style and types: ruff check, ruff format --check, mypy --strict."""
     run(c, f"{PYTHON} -m ruff check .", cwd=ROOT)
     run(c, f"{PYTHON} -m ruff format --check .", cwd=ROOT)
     run(c, f"{PYTHON} -m mypy", cwd=ROOT)

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -52,15 +51,6 @@ def same_database(a: str, b: str) -> bool:
         return parsed.host, parsed.port or 5432, parsed.database, parsed.query.get("host")
 
     return key(a) == key(b)
-
-
-def alembic_config(script_location: Path | None = None) -> Config:
-    config = Config(BACKEND / "alembic.ini")
-    # pytest owns logging during the run; alembic.ini's fileConfig would replace its handlers.
-    config.attributes["configure_logger"] = False
-    if script_location is not None:
-        config.set_main_option("script_location", str(script_location))
-    return config
 
 
 def url_at(port: int, *, password: str = "s3cret-pw") -> str:

@@ -53,7 +53,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, "DATABASE_URL: Field required"),
+        ({}, "DATABASE_URL is not set: set it, or use `invoke migrate` and `invoke serve`, which start an embedded"),
         ({"DATABASE_URL": "mysql://app:pw@localhost/db"}, "DATABASE_URL scheme mysql:// is not supported"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a valid URL"),
         ({"DATABASE_URL": "postgresql://app:pw@localhost"}, "DATABASE_URL names no database"),

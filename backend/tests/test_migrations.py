@@ -8,7 +8,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from app.models import Base
-from tests.harness import BACKEND, alembic_config
+from devtools.migrations import BACKEND, alembic_config
 
 
 def test_upgrade_downgrade_round_trip(test_db: str) -> None:

@@ -77,13 +77,22 @@ class SettingsError(SystemExit):
     """Invalid configuration: exits with one readable line instead of a traceback."""
 
 
+# Besides setting it, the way to do without a required variable.
+_WITHOUT = {
+    "DATABASE_URL": "or use `invoke migrate` and `invoke serve`, which start an embedded PostgreSQL without it",
+}
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable and what is wrong with it."""
     problems = []
     for item in error.errors():
         name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
         message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{name} {message}" if item["type"] == "value_error" else f"{name}: {message}")
+        if item["type"] == "missing":
+            problems.append(f"{name} is not set: set it" + (f", {_WITHOUT[name]}" if name in _WITHOUT else ""))
+        else:
+            problems.append(f"{name} {message}" if item["type"] == "value_error" else f"{name}: {message}")
     return "Invalid configuration: " + "; ".join(problems) + " (see backend/.env.example)"
 
 
