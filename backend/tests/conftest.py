@@ -15,14 +15,16 @@ import pytest
 from alembic import command
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.deps import get_db
 from app.core.config import Settings, SettingsError, configured, get_settings
 from app.core.database import Database
+from devtools.migrations import alembic_config
 from devtools.network import SwitchProxy, Upstream
 from devtools.postgres import embedded_postgres, ensure_database, with_database
-from tests.harness import alembic_config, build_app, choose_test_database, joined_session, rolled_back
+from tests.harness import build_app, choose_test_database, joined_session, rolled_back
 
 TEST_DATABASE = pytest.StashKey[str | None]()
 
@@ -42,6 +44,9 @@ def test_db(request: pytest.FixtureRequest) -> Iterator[str]:
         url = request.config.stash[TEST_DATABASE]
         if url is None:
             url = with_database(stack.enter_context(embedded_postgres()), "lifebalance_test")
+        elif worker := os.environ.get("PYTEST_XDIST_WORKER"):
+            # Parallel workers (pytest -n) each migrate and test a database of their own.
+            url = with_database(url, f"{make_url(url).database}_{worker}")
         ensure_database(url)
 
         # The app, Alembic and every fixture below read their settings from here.
