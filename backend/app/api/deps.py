@@ -15,7 +15,8 @@ from app.core.database import Database
 from app.core.probe import DatabaseProbe
 
 
-async def get_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (tests create apps with settings of their own)."""
     settings: Settings = request.app.state.settings
     return settings
 
@@ -37,6 +38,6 @@ async def get_probe(request: Request) -> DatabaseProbe:
     return probe
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 ProbeDep = Annotated[DatabaseProbe, Depends(get_probe)]
