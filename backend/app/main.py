@@ -15,16 +15,18 @@ from app.core.database import Database
 from app.core.probe import DatabaseProbe
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What routes reach through app/api/deps.py: made once here, released at shutdown.
         database = Database(settings)
-        probe = DatabaseProbe(database.engine, settings)
+        probe = DatabaseProbe(database.probe_engine, settings)
         app.state.settings, app.state.database, app.state.probe = settings, database, probe
-        # What exists now lives as long as the process: out of the collector's full passes, which
-        # were /health's p99 latency under load (bench/README.md).
-        gc.freeze()
+        if freeze_gc:
+            # What exists now lives as long as the process: out of the collector's full passes,
+            # which were /health's p99 latency under load (bench/README.md).
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -39,4 +41,6 @@ def create_app(settings: Settings) -> FastAPI:
 
 settings = get_settings()
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-app = create_app(settings)
+# Only the app uvicorn serves freezes the collector: a process that creates many apps (the tests)
+# would keep their garbage for good.
+app = create_app(settings, freeze_gc=True)

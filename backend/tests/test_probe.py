@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.core.database import Database
 from app.core.probe import DatabaseProbe
 from devtools.network import Mode, SwitchProxy, free_port
-from tests.harness import client_for, url_at, url_through
+from tests.harness import build_app, client_for, url_at, url_through
 
 BUDGET = 0.3
 # Far below the 30-60 s an unbounded wait takes, far above any scheduling noise.
@@ -81,6 +81,8 @@ async def test_database_that_stops_answering_gives_503_within_budget(
     assert response.status_code == 503
     # Not BUDGET plus the seconds the driver spends closing the stuck connection politely.
     assert elapsed < BUDGET + SLACK
+    # Aborted, not cancelled: cancelling makes the driver connect again to send a cancel request.
+    assert db_proxy.accepted == 1
 
 
 async def test_burst_against_hung_database_costs_one_check(
@@ -100,14 +102,16 @@ async def test_burst_against_hung_database_costs_one_check(
     assert elapsed < BUDGET + SLACK
 
 
-async def test_result_is_not_reused_after_ttl(settings: Settings, test_db: str, db_proxy: SwitchProxy) -> None:
-    overrides = {"health_timeout": BUDGET, "health_cache_ttl": 0.0}
-    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
-        await client.get("/health")
+@pytest.mark.parametrize(("ttl", "checks"), [(5.0, 0), (0.0, 2)])
+async def test_a_result_answers_probes_for_the_ttl(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, ttl: float, checks: int
+) -> None:
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), health_cache_ttl=ttl) as client:
+        assert (await client.get("/health")).status_code == 200
         mark = len(db_proxy.sent)
-        await client.get("/health")
-        await client.get("/health")
-    assert sum(message.ends_round_trip for message in db_proxy.sent[mark:]) == 2
+        statuses = [(await client.get("/health")).status_code for _ in range(2)]
+    assert statuses == [200] * 2
+    assert sum(message.ends_round_trip for message in db_proxy.sent[mark:]) == checks
 
 
 async def test_check_on_a_pooled_connection_is_one_round_trip(
@@ -162,6 +166,64 @@ async def test_slow_database_is_reported_connected(settings: Settings, test_db: 
     assert answers[0][0] == 503, "the first check cannot have connected within its budget"
     assert max(elapsed for _, elapsed in answers) < 0.5 + SLACK, answers
     assert db_proxy.accepted == 1, "the first connection attempt should have been kept, not restarted"
+
+
+async def test_the_drivers_set_up_queries_are_bounded_by_the_connect_timeout(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    db_proxy.delay = 0.05  # so the server can be silenced while the set-up queries are on the way
+    overrides = {"health_timeout": 0.2, "health_cache_ttl": 0.0, "db_connect_timeout": 1.0}
+    async with client_for(settings, database_url=url_through(test_db, db_proxy.port), **overrides) as client:
+        first = asyncio.create_task(client.get("/health"))
+        await asyncio.wait_for(db_proxy.until_sent("Q", "P"), 5)  # connected, now setting up
+        await db_proxy.set_mode(Mode.HANG)
+        assert (await first).status_code == 503
+        # The attempt ends by its bound (not the 30 s statement timeout), and the next one begins.
+        deadline = time.monotonic() + 1.0 + SLACK
+        while db_proxy.accepted < 2 and time.monotonic() < deadline:
+            await client.get("/health")
+        attempts = db_proxy.accepted  # before shutdown, which may connect to send a cancel request
+    assert attempts >= 2
+
+
+async def test_busy_requests_do_not_fail_the_check(settings: Settings) -> None:
+    overrides = {"db_pool_size": 1, "db_max_overflow": 0, "db_pool_timeout": 0.2, "health_timeout": BUDGET}
+    app = build_app(settings.model_copy(update=overrides))
+    async with (
+        app.router.lifespan_context(app),
+        app.state.database.engine.connect(),  # every connection requests may have is taken
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        response = await client.get("/health")
+    assert response.status_code == 200
+
+
+async def test_an_aborted_check_leaves_the_requests_connections_alone(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    overrides = {"database_url": url_through(test_db, db_proxy.port), "health_timeout": BUDGET, "health_cache_ttl": 0.0}
+    app = build_app(settings.model_copy(update=overrides))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        engine: AsyncEngine = app.state.database.engine
+
+        async def use_three_connections() -> None:
+            connections = [await engine.connect() for _ in range(3)]
+            for connection in connections:
+                await connection.execute(text("SELECT 1"))
+                await connection.close()
+
+        await use_three_connections()
+        assert (await client.get("/health")).status_code == 200
+        opened = db_proxy.accepted
+
+        db_proxy.delay = BUDGET  # a round trip now takes twice the budget: the check aborts its connection
+        assert (await client.get("/health")).status_code == 503
+        db_proxy.delay = 0.0
+        await use_three_connections()
+    assert db_proxy.accepted == opened, "the requests' connections were replaced"
 
 
 @pytest.mark.parametrize("outage", [Mode.REFUSE, Mode.HANG])
@@ -257,6 +319,30 @@ async def test_authentication_failure_is_logged_as_such(
     assert password not in caplog.text
 
 
+async def test_a_slow_failure_is_logged_once_with_its_reason(
+    settings: Settings,
+    test_db: str,
+    db_proxy: SwitchProxy,
+    engine: AsyncEngine,
+    login_role: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name, password = login_role
+    async with engine.connect() as connection:
+        await connection.execute(text(f"ALTER ROLE {name} NOLOGIN"))
+        await connection.commit()
+    # Refusing the login takes some round trips: longer than a probe waits.
+    db_proxy.delay = 0.1
+    url = url_through(test_db, db_proxy.port, username=name, password=password)
+    with caplog.at_level(logging.INFO, logger=PROBE_LOG):
+        async with client_for(settings, database_url=url, health_timeout=0.2, health_cache_ttl=0.0) as client:
+            statuses = [(await client.get("/health")).status_code for _ in range(8)]
+
+    assert statuses == [503] * 8
+    reasons = [record.getMessage().split("unavailable: ")[1].split(" (")[0] for record in caplog.records]
+    assert reasons == ["timeout", "authentication failed"], caplog.text
+
+
 async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     with caplog.at_level(logging.WARNING, logger=PROBE_LOG):
@@ -275,7 +361,7 @@ async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCapt
 
 async def test_a_failed_check_does_not_wedge_the_probe(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     database = Database(settings.model_copy(update={"database_url": url_at(free_port())}))
-    probe = DatabaseProbe(database.engine, settings.model_copy(update={"health_cache_ttl": 0.0}))
+    probe = DatabaseProbe(database.probe_engine, settings.model_copy(update={"health_cache_ttl": 0.0}))
     monkeypatch.setattr(probe, "_check", AsyncMock(side_effect=RuntimeError("a bug in the check")))
     with pytest.raises(RuntimeError):
         await probe.is_available()

@@ -22,36 +22,48 @@ GOODBYE_TIMEOUT = 0.5
 
 
 class Database:
-    """One async engine and one session factory, created at start-up and disposed at shutdown.
+    """The engines and the session factory, created at start-up and disposed at shutdown.
 
-    Creating the engine opens no connection, so the app starts while the database is down;
-    a connection that breaks is discarded by the pool, so it recovers once the database is back.
+    Creating an engine opens no connection, so the app starts while the database is down; a
+    connection that breaks is discarded by its pool, so the app recovers once the database is back.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.engine: AsyncEngine = create_async_engine(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_timeout=settings.db_pool_timeout,
-            connect_args={
-                "timeout": settings.db_connect_timeout,
-                # Client-side bound for a server that stops answering mid-query.
-                "command_timeout": settings.db_statement_timeout,
-                "connection_class": _bounded_goodbye_connection_class(),
-                "server_settings": {
-                    # In milliseconds, never 0: PostgreSQL reads 0 as "no limit".
-                    "statement_timeout": str(max(1, round(settings.db_statement_timeout * 1000))),
-                    "application_name": "lifebalance-backend",
-                    **TCP_KEEPALIVES,
-                },
-            },
+        connections = _bounded_goodbye_connection_class()
+        self.engine = _engine(
+            settings, connections, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
         )
-        event.listen(self.engine.sync_engine, "checkout", _discard_closed)
+        # /health's check has a connection of its own: busy requests cannot make it fail, and when
+        # it aborts a connection that stopped answering, SQLAlchemy's reaction to a lost
+        # connection (renewing the whole pool) does not reach the requests' connections.
+        self.probe_engine = _engine(settings, connections, pool_size=1, max_overflow=0)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def dispose(self) -> None:
+        await self.probe_engine.dispose()
         await self.engine.dispose()
+
+
+def _engine(settings: Settings, connection_class: type[asyncpg.Connection], **pool: int) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            # Client-side bound for a server that stops answering mid-query.
+            "command_timeout": settings.db_statement_timeout,
+            "connection_class": connection_class,
+            "server_settings": {
+                # In milliseconds, never 0: PostgreSQL reads 0 as "no limit".
+                "statement_timeout": str(max(1, round(settings.db_statement_timeout * 1000))),
+                "application_name": "lifebalance-backend",
+                **TCP_KEEPALIVES,
+            },
+        },
+        **pool,
+    )
+    event.listen(engine.sync_engine, "checkout", _discard_closed)
+    return engine
 
 
 def describe_error(error: BaseException) -> str:
@@ -78,7 +90,7 @@ def _discard_closed(
 def _bounded_goodbye_connection_class() -> type[asyncpg.Connection]:
     """asyncpg's connection, whose polite close waits at most GOODBYE_TIMEOUT for the server.
 
-    Each engine gets a class of its own, so that one server's silence does not cut short the
+    Each Database gets a class of its own, so that one server's silence does not cut short the
     goodbyes to another.
     """
     unanswered = False

@@ -74,7 +74,7 @@ class DatabaseProbe:
         # wait() neither cancels the check when the budget runs out nor when this caller goes away.
         done, _ = await asyncio.wait({self._in_flight}, timeout=self._timeout)
         if not done:
-            self._record(Reason.TIMEOUT, f"no answer within {self._timeout:g} s")
+            self._waited_too_long()
             return False
         done.pop().result()  # a bug in the check surfaces here, not as a silent "unavailable"
         assert self._available is not None
@@ -120,7 +120,7 @@ class DatabaseProbe:
         return None
 
     async def _ping(self, connection: AsyncConnection) -> None:
-        ping = asyncio.ensure_future(connection.exec_driver_sql("SELECT 1"))
+        ping = asyncio.create_task(connection.exec_driver_sql("SELECT 1"))
         try:
             await asyncio.wait({ping}, timeout=self._timeout)
         finally:
@@ -136,6 +136,15 @@ class DatabaseProbe:
         if timed_out:
             raise TimeoutError(f"no answer within {self._timeout:g} s")
         ping.result()
+
+    def _waited_too_long(self) -> None:
+        """A caller's budget ran out while the check goes on: the answer meanwhile is "unavailable"."""
+        if self._available is False:
+            # Still unavailable for the reason the last check found, which a slow check that
+            # fails the same way must not flip to "timeout" and back at every probe.
+            self._answered_at = time.monotonic()
+        else:
+            self._record(Reason.TIMEOUT, f"no answer within {self._timeout:g} s")
 
     def _record(self, reason: Reason | None, detail: str) -> None:
         """Keep the answer, and log a change of state or of reason (never a repeat)."""
