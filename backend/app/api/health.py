@@ -40,6 +40,8 @@ class LivenessResponse(BaseModel):
 )
 @router.head("/health", include_in_schema=False)
 async def health(probe: ProbeDep, settings: SettingsDep) -> Response:
+    # A Response of bytes rendered from HealthResponse, rather than the model for FastAPI to
+    # validate and serialise: probes arrive constantly, and the body changes once a second at most.
     available = await probe.is_available()
     body = render_health(int(time.time()), available, settings.environment)
     return Response(body, status_code=200 if available else 503, media_type="application/json", headers=NO_STORE)
