@@ -112,6 +112,7 @@ class _Wire:
                 return
             kind, body = message
             self._proxy.sent.append(Sent(self._number, kind, _sql(kind, body)))
+            self._proxy._more_sent.set()
 
     def server_bytes(self, data: bytes) -> None:
         self._from_server += data
@@ -165,6 +166,7 @@ class _End(asyncio.Protocol):
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._drain: asyncio.Task[None] | None = None
         self.orphaned = False  # the server behind it is gone: the next packet gets a reset
+        self._close_when_sent = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -212,11 +214,22 @@ class _End(asyncio.Protocol):
                 self.transport.write(data)
         finally:
             self._drain = None
+            if self._close_when_sent and self.transport is not None:
+                self.transport.close()
+
+    def close_when_sent(self) -> None:
+        """Close once what is delayed for this socket has been written: a server's last words
+        (a FATAL error before it hangs up) arrive, late, as they would from afar."""
+        if self._drain is None:
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self._close_when_sent = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._proxy._ends.discard(self)
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.close()
+        if self.peer is not None:
+            self.peer.close_when_sent()
 
 
 class _ClientEnd(_End):
@@ -273,6 +286,7 @@ class SwitchProxy:
         self.accepted = 0
         self.sent: list[Sent] = []
         self.backend_pids: dict[int, int] = {}
+        self._more_sent = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._ends: set[_End] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -314,6 +328,12 @@ class SwitchProxy:
             if cut:
                 self._cut_all()
             await self._listen()
+
+    async def until_sent(self, *kinds: str) -> None:
+        """Wait until a client has sent a message of one of these kinds (type bytes, as in `sent`)."""
+        while not any(message.kind in kinds for message in self.sent):
+            self._more_sent.clear()
+            await self._more_sent.wait()
 
     def fail_over(self) -> None:
         """The server behind the open connections is gone, and its replacement takes new ones.

@@ -24,7 +24,7 @@ from app.core.database import Database
 from devtools.migrations import alembic_config
 from devtools.network import SwitchProxy, Upstream
 from devtools.postgres import embedded_postgres, ensure_database, with_database
-from tests.harness import build_app, choose_test_database, joined_session, rolled_back
+from tests.harness import build_app, choose_test_database, joined_session, rolled_back, rolled_back_client
 
 TEST_DATABASE = pytest.StashKey[str | None]()
 
@@ -97,7 +97,11 @@ async def db_proxy(test_db: str) -> AsyncIterator[SwitchProxy]:
 async def application(settings: Settings, db_session: AsyncSession) -> AsyncIterator[FastAPI]:
     """The app, started, with its request sessions joined to the test's rolled-back transaction."""
     app = build_app(settings)
-    app.dependency_overrides[get_db] = lambda: db_session
+
+    async def the_test_session() -> AsyncSession:
+        return db_session
+
+    app.dependency_overrides[get_db] = the_test_session
     async with app.router.lifespan_context(app):
         yield app
 
@@ -112,22 +116,7 @@ async def async_client(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    """A synchronous client, whose requests' writes are rolled back after the test too.
-
-    TestClient runs the app on an event loop of its own, in a thread, and asyncpg connections
-    belong to one loop: so the requests cannot share `db_session`. They share instead a
-    transaction opened on that loop, on the app's own engine, and rolled back after the test.
-    Rolling back, rather than emptying the tables afterwards, also undoes schema changes and
-    needs no list of tables to keep up to date.
-    """
-    app = build_app(settings)
-    with TestClient(app) as client:
-        assert client.portal is not None
-        with client.portal.wrap_async_context_manager(rolled_back(app.state.database.engine)) as connection:
-
-            async def session_in_the_transaction() -> AsyncIterator[AsyncSession]:
-                async with joined_session(connection) as session:
-                    yield session
-
-            app.dependency_overrides[get_db] = session_in_the_transaction
-            yield client
+    """A synchronous client, whose requests' writes are rolled back after the test too
+    (in a transaction of their own: see tests/harness.py)."""
+    with rolled_back_client(settings) as client:
+        yield client

@@ -8,19 +8,20 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from app.api.deps import get_db
 from app.core.config import Settings, normalize_database_url
+from devtools.migrations import BACKEND
 from devtools.network import free_port
-
-BACKEND = Path(__file__).resolve().parents[1]
 
 
 def choose_test_database(test_url: str | None, dev_url: str | None) -> str | None:
@@ -99,6 +100,28 @@ async def rolled_back(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 def joined_session(connection: AsyncConnection) -> AsyncSession:
     """A session inside the connection's transaction; its commits only release savepoints."""
     return AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+
+@contextmanager
+def rolled_back_client(settings: Settings) -> Iterator[TestClient]:
+    """A TestClient on a started app whose requests' writes are rolled back at the end of the block.
+
+    TestClient runs the app on an event loop of its own, in a thread, and asyncpg connections
+    belong to one loop: so the requests cannot share a test's `db_session`. They share instead a
+    transaction opened on that loop, on the app's own engine. Rolling back, rather than emptying
+    the tables afterwards, also undoes schema changes and needs no list of tables to keep up to date.
+    """
+    app = build_app(settings)
+    with TestClient(app) as client:
+        assert client.portal is not None
+        with client.portal.wrap_async_context_manager(rolled_back(app.state.database.engine)) as connection:
+
+            async def session_in_the_transaction() -> AsyncIterator[AsyncSession]:
+                async with joined_session(connection) as session:
+                    yield session
+
+            app.dependency_overrides[get_db] = session_in_the_transaction
+            yield client
 
 
 class Server:

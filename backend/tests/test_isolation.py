@@ -5,13 +5,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.api.deps import DbSession, get_db
 from app.core.config import Settings
 from app.core.database import Database
+from tests.harness import joined_session, rolled_back, rolled_back_client
 
 # Routes of these tests only, added to the app under test: one that writes and commits, one that reads.
 probe_routes = APIRouter(prefix="/isolation-probe")
@@ -31,28 +31,28 @@ async def read(session: DbSession) -> list[str]:
     return list(await session.scalars(text("SELECT run FROM isolation_probe")))
 
 
-@pytest.mark.parametrize("run", ["first", "second"])
-async def test_committed_writes_do_not_leak_into_the_next_test(db_session: AsyncSession, run: str) -> None:
-    # Whichever run comes second would find the first one's table if isolation were broken.
-    exists = await db_session.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL"))
-    assert exists is False
+async def test_committed_writes_through_a_session_are_rolled_back(engine: AsyncEngine) -> None:
+    # Two tests in a row, as db_session gives each of them its session.
+    for run in ("first", "second"):
+        async with rolled_back(engine) as connection, joined_session(connection) as session:
+            exists = await session.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL"))
+            assert exists is False, f"{run}: an earlier session's committed write is still there"
+            await session.execute(text("CREATE TABLE isolation_probe (run text)"))
+            await session.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
+            await session.commit()
+            assert await session.scalar(text("SELECT run FROM isolation_probe")) == run
 
-    await db_session.execute(text("CREATE TABLE isolation_probe (run text)"))
-    await db_session.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
-    await db_session.commit()
 
-    assert await db_session.scalar(text("SELECT run FROM isolation_probe")) == run
-
-
-@pytest.mark.parametrize("run", ["first", "second"])
-def test_writes_through_client_do_not_leak_into_the_next_test(client: TestClient, run: str) -> None:
-    app = client.app
-    assert isinstance(app, FastAPI)
-    app.include_router(probe_routes)
-    assert client.get("/isolation-probe").json() == [], "an earlier test's committed write is still there"
-
-    assert client.post(f"/isolation-probe/{run}").status_code == 200
-    assert client.get("/isolation-probe").json() == [run]
+def test_writes_through_client_are_rolled_back(settings: Settings) -> None:
+    # Two tests in a row, as the client fixture gives each of them its client.
+    for run in ("first", "second"):
+        with rolled_back_client(settings) as client:
+            app = client.app
+            assert isinstance(app, FastAPI)
+            app.include_router(probe_routes)
+            assert client.get("/isolation-probe").json() == [], f"{run}: an earlier client's write is still there"
+            assert client.post(f"/isolation-probe/{run}").status_code == 200
+            assert client.get("/isolation-probe").json() == [run]
 
 
 async def test_requests_share_the_test_session(
