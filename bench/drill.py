@@ -1,5 +1,5 @@
-"""The outage drill: /health while the database refuses or hangs or ends the app's sessions, and how soon
-it says `connected` again."""
+"""The outage drill: /health while the database refuses, hangs, ends the app's sessions or fails over,
+and how soon it says `connected` again."""
 
 import asyncio
 import time
@@ -109,3 +109,15 @@ async def killed_connections(stats: Stats, database: str, url: str, cache_ttl_s:
     await stats.end_backends(database)
     statuses, slowest = await probe_burst(url)
     return Outage("killed", statuses, slowest, await time_to_connected(url))
+
+
+async def failed_over(proxy: SwitchProxy, url: str, cache_ttl_s: float) -> Outage:
+    """The server behind the app's connections vanishes without a word, as in a failover, and a
+    working one takes new connections: the app learns it only from its next statement.
+
+    The database is up all along: every 503 here is a false one.
+    """
+    await asyncio.sleep(cache_ttl_s + 0.2)
+    proxy.fail_over()
+    statuses, slowest = await probe_burst(url)
+    return Outage("failover", statuses, slowest, await time_to_connected(url))

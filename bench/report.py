@@ -12,7 +12,7 @@ SERVERS = {
     "bare": "bare FastAPI endpoint",
     "per-request": "per-request SELECT 1",
 }
-OUTAGES = {"refuse": "refusing", "hang": "hanging", "killed": "killed conns"}
+OUTAGES = {"refuse": "refusing", "hang": "hanging", "killed": "killed conns", "failover": "failed over"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ def targets(figures: dict[str, Any]) -> list[Target]:
         Target(f"hanging DB: 503 of {PROBES} probes", answered("hang", "503"), PROBES, at_least=True),
         Target("hanging DB: slowest answer", outage["hang"]["slowest_s"], 1.5, unit="s"),
         Target("killed connections: false 503s", answered("killed", "503"), 0),
+        Target("failover: false 503s", answered("failover", "503"), 0),
         *(Target(f"{OUTAGES[mode]}: back to connected", recovery(mode), 2, unit="s") for mode in ("refuse", "hang")),
         Target("start-up to first 200", figures["startup_s"]["app"], 1.5, unit="s"),
         Target("test suite, wall", None if suite is None else suite["wall_s"], 20, unit="s"),

@@ -4,9 +4,9 @@ Runs a PostgreSQL (the configured one, else an embedded one) and four one-worker
 on 127.0.0.1: the project's app; the baseline, the cheapest endpoint of the project's own shape
 (no database); a bare FastAPI endpoint, for information; and the per-request pattern most
 templates use. It loads each with wrk, counts the app's database work from PostgreSQL's
-statistics, drills a refusing and a hanging database and connections ended by the server, times
-start-up and the test suite, then prints a table of the figures and their targets, and writes the
-same figures as JSON.
+statistics, drills a refusing and a hanging database, connections ended by the server and a
+failover, times start-up and the test suite, then prints a table of the figures and their
+targets, and writes the same figures as JSON.
 
     python bench/run.py [--quick] [--json PATH]
 
@@ -43,7 +43,7 @@ sys.path.insert(0, str(BACKEND))
 from app.core.config import Settings, configured  # noqa: E402  (needs backend/ on sys.path)
 from devtools.network import Mode, SwitchProxy, Upstream  # noqa: E402
 from devtools.postgres import embedded_postgres, ensure_database, with_database  # noqa: E402
-from drill import killed_connections, outage, time_to_connected  # noqa: E402
+from drill import failed_over, killed_connections, outage, time_to_connected  # noqa: E402
 from load import Run, Summary, run_wrk, wrk_version  # noqa: E402
 from pgstats import Stats  # noqa: E402
 from report import table, targets  # noqa: E402
@@ -117,6 +117,9 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         if await time_to_connected(app.url) is None:
             raise BenchError(f"the app did not reconnect after its connections were ended; see {app.log_path}")
         before = await stats.counters(APP_DATABASE)
+        # Connections are counted where the app opens them, at the proxy: the server's own count
+        # (pg_stat_database.sessions) is published as lazily as its other counters.
+        accepted_before = proxy.accepted
 
         runs: dict[str, list[Run]] = {server.name: [] for server in servers}
         for round_index in range(plan.rounds):
@@ -124,6 +127,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
             for server in servers if round_index % 2 == 0 else servers[::-1]:
                 runs[server.name].append(await run_wrk(server.url, plan.run_s))
 
+        new_connections = proxy.accepted - accepted_before
         held = len(await stats.backends(APP_DATABASE))
         after = await stats.settled_counters(APP_DATABASE)
 
@@ -131,6 +135,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
             raise BenchError(f"the app did not reconnect before the drill; see {app.log_path}")
         outages = [await outage(proxy, app.url, mode, settings.health_cache_ttl) for mode in (Mode.REFUSE, Mode.HANG)]
         outages.append(await killed_connections(stats, APP_DATABASE, app.url, settings.health_cache_ttl))
+        outages.append(await failed_over(proxy, app.url, settings.health_cache_ttl))
 
         load_seconds = sum(run.seconds for run in runs["app"])
         return {
@@ -141,7 +146,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
                 "load_seconds": load_seconds,
                 "transactions": after.transactions - before.transactions,
                 "transactions_per_s": (after.transactions - before.transactions) / load_seconds,
-                "new_connections": after.sessions - before.sessions,
+                "new_connections": new_connections,
                 "connections_held_after_load": held,
                 "pool_size": settings.db_pool_size,
             },
