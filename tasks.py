@@ -143,16 +143,20 @@ def format_(c: Context) -> None:
     run(c, f"{PYTHON} -m ruff format .", cwd=ROOT)
 
 
+# Compiled in this order: requirements-dev.in is constrained by requirements.txt, requirements-uv.in
+# (uv alone, which every install bootstraps from with pip) by requirements-dev.txt.
+LOCKS = ("requirements", "requirements-dev", "requirements-uv")
+
+
 @task(help={"upgrade": "move every pin to the newest allowed release, not only what the .in files changed"})
 def lock(c: Context, upgrade: bool = False) -> None:
-    """Refresh the pinned requirements*.txt from the requirements*.in files."""
-    compile_ = (
-        f"{PYTHON} -m uv pip compile --universal --python-version 3.11 --quiet --custom-compile-command 'invoke lock'"
-    )
-    if upgrade:
-        compile_ += " --upgrade"
-    run(c, f"{compile_} requirements.in -o requirements.txt")
-    run(c, f"{compile_} requirements-dev.in -o requirements-dev.txt")
+    """Refresh the pinned, hashed requirements*.txt from the requirements*.in files."""
+    for name in LOCKS:
+        # The header records this command, from which Dependabot (uv ecosystem) recompiles the lock
+        # the same way: it reads --universal, --python-version and the hashes off the file.
+        command = f"uv pip compile --universal --python-version 3.11 --generate-hashes {name}.in -o {name}.txt"
+        options = f"--quiet --custom-compile-command {shlex.quote(command)}{' --upgrade' if upgrade else ''}"
+        run(c, f"{PYTHON} -m {command} {options}")
 
 
 @task(help={"quick": "a short smoke run, for CI"})
