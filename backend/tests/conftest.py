@@ -27,6 +27,7 @@ from devtools.postgres import embedded_postgres, ensure_database, with_database
 from tests.harness import build_app, choose_test_database, joined_session, rolled_back, rolled_back_client
 
 TEST_DATABASE = pytest.StashKey[str | None]()
+EMBEDDED_SERVER = pytest.StashKey[ExitStack]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,28 +38,43 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"Invalid configuration: {error}") from None
 
 
-@pytest.fixture(scope="session")
-def test_db(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The URL of the test database, migrated to head once for the run."""
-    with ExitStack() as stack:
-        url = request.config.stash[TEST_DATABASE]
-        if url is None:
-            url = with_database(stack.enter_context(embedded_postgres()), "lifebalance_test")
-        elif worker := os.environ.get("PYTEST_XDIST_WORKER"):
-            # Parallel workers (pytest -n) each migrate and test a database of their own.
-            url = with_database(url, f"{make_url(url).database}_{worker}")
-        ensure_database(url)
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With no database configured, one throwaway embedded server for the whole run.
 
-        # The app, Alembic and every fixture below read their settings from here.
-        os.environ["DATABASE_URL"] = url
-        os.environ["ENVIRONMENT"] = "test"
-        get_settings.cache_clear()
-        try:
-            get_settings()
-        except SettingsError as error:
-            pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
-        command.upgrade(alembic_config(), "head")
-        yield url
+    Started before pytest-xdist starts its workers, which find it in TEST_DATABASE_URL.
+    """
+    if session.config.stash[TEST_DATABASE] is None:
+        server = session.config.stash[EMBEDDED_SERVER] = ExitStack()
+        url = with_database(server.enter_context(embedded_postgres()), "lifebalance_test")
+        session.config.stash[TEST_DATABASE] = os.environ["TEST_DATABASE_URL"] = url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if EMBEDDED_SERVER in config.stash:
+        config.stash[EMBEDDED_SERVER].close()
+
+
+@pytest.fixture(scope="session")
+def test_db(request: pytest.FixtureRequest) -> str:
+    """The URL of the test database, migrated to head once for the run."""
+    url = request.config.stash[TEST_DATABASE]
+    assert url is not None
+    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+        # Parallel workers (pytest -n) each migrate and test a database of their own.
+        url = with_database(url, f"{make_url(url).database}_{worker}")
+    ensure_database(url)
+
+    # The app, Alembic and every fixture below read their settings from here.
+    os.environ["DATABASE_URL"] = url
+    os.environ["ENVIRONMENT"] = "test"
+    get_settings.cache_clear()
+    try:
+        get_settings()
+    except SettingsError as error:
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+    command.upgrade(alembic_config(), "head")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
 from app.core.config import normalize_database_url
 from devtools.migrations import BACKEND, alembic_config, applied, is_behind
-from devtools.postgres import ensure_database, psql_for, with_database
+from devtools.postgres import psql_for
 
 ROOT = BACKEND.parent
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -21,14 +21,6 @@ def invoke(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
-
-
-@pytest.fixture
-def scratch_db(test_db: str) -> str:
-    """A database of this test's own, beside the test database."""
-    url = with_database(test_db, f"{make_url(test_db).database}_tasks")
-    ensure_database(url)
-    return url
 
 
 def test_is_behind_compares_with_the_database_revision() -> None:
@@ -44,17 +36,17 @@ def test_applied_reads_the_database(test_db: str) -> None:
     assert applied(test_db) == (HEAD,)
 
 
-def test_migrate_refuses_to_go_back_and_downgrade_does(scratch_db: str) -> None:
-    assert invoke("migrate", database_url=scratch_db).returncode == 0
-    assert applied(scratch_db) == (HEAD,)
-
-    refused = invoke("migrate", "--revision", "base", database_url=scratch_db)
+def test_migrate_refuses_to_go_back_and_downgrade_does(test_db: str) -> None:
+    refused = invoke("migrate", "--revision", "base", database_url=test_db)
     assert refused.returncode == 1
     assert "invoke downgrade --revision base" in refused.stderr
-    assert applied(scratch_db) == (HEAD,)
+    assert applied(test_db) == (HEAD,)
 
-    assert invoke("downgrade", database_url=scratch_db).returncode == 0  # one step, from the first revision
-    assert applied(scratch_db) == ()
+    try:
+        assert invoke("downgrade", database_url=test_db).returncode == 0  # one step, from the first revision
+        assert applied(test_db) == ()
+    finally:
+        command.upgrade(alembic_config(), "head")  # as the other tests expect it
 
 
 def test_psql_is_new_enough_for_the_server(test_db: str) -> None:
