@@ -291,6 +291,12 @@ async def login_role(engine: AsyncEngine) -> AsyncIterator[tuple[str, str]]:
         await connection.commit()
 
 
+async def alter_role(engine: AsyncEngine, name: str, change: str) -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text(f"ALTER ROLE {name} {change}"))
+        await connection.commit()
+
+
 async def test_authentication_failure_is_logged_as_such(
     settings: Settings,
     test_db: str,
@@ -306,9 +312,7 @@ async def test_authentication_failure_is_logged_as_such(
             assert (await client.get("/health")).status_code == 200
             # While the app holds a connection, the role loses its password and its right to log in;
             # then its sessions end.
-            async with engine.connect() as connection:
-                await connection.execute(text(f"ALTER ROLE {name} NOLOGIN PASSWORD '{secrets.token_hex(8)}'"))
-                await connection.commit()
+            await alter_role(engine, name, f"NOLOGIN PASSWORD '{secrets.token_hex(8)}'")
             await end_sessions(engine, list(db_proxy.backend_pids.values()))
             await asyncio.sleep(0.1)
             statuses = [(await client.get("/health")).status_code for _ in range(3)]
@@ -329,9 +333,7 @@ async def test_a_slow_failure_is_logged_once_with_its_reason(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     name, password = login_role
-    async with engine.connect() as connection:
-        await connection.execute(text(f"ALTER ROLE {name} NOLOGIN"))
-        await connection.commit()
+    await alter_role(engine, name, "NOLOGIN")
     # Refusing the login takes some round trips: longer than a probe waits.
     db_proxy.delay = 0.1
     url = url_through(test_db, db_proxy.port, username=name, password=password)
