@@ -43,9 +43,10 @@ def classify(error: BaseException) -> Reason:
 class DatabaseProbe:
     """Checks the database at most once per HEALTH_CACHE_TTL, whatever the number of callers.
 
-    A check takes a pooled connection and runs one statement on it, outside any transaction: one
-    round trip. Concurrent callers share the check in flight, and its result answers callers for
-    the TTL, so a burst of probes (or a load balancer polling every instance) costs one query.
+    A check takes the pooled connection of its own engine (see Database) and runs one statement
+    on it, outside any transaction: one round trip. Concurrent callers share the check in flight,
+    and its result answers callers for the TTL, so a burst of probes (or a load balancer polling
+    every instance) costs one query.
 
     Each caller waits at most HEALTH_TIMEOUT. A check that takes longer goes on: the callers get
     "unavailable" meanwhile, and the connection it is opening serves the checks after it, so a
