@@ -1,8 +1,8 @@
 """Developer tasks: `invoke --list` shows them, `invoke --help TASK` their options.
 
 They work the same on a bare machine, inside `docker compose` and inside the devcontainer.
-Without DATABASE_URL (in the environment or backend/.env), serve and migrate start an embedded
-PostgreSQL whose data is kept in backend/.pgdata/, and test starts a throwaway one.
+Without DATABASE_URL (in the environment or backend/.env), the tasks that need a database start an
+embedded PostgreSQL whose data is kept in backend/.pgdata/; the tests start a throwaway one.
 """
 
 import contextlib
