@@ -5,6 +5,7 @@ Time limits here are generous bounds that only a missing timeout would break (th
 """
 
 import asyncio
+import gc
 import logging
 import secrets
 import time
@@ -360,6 +361,32 @@ async def test_outage_leaks_no_secret(settings: Settings, caplog: pytest.LogCapt
     assert "hunter2" not in logged
     assert f"127.0.0.1:{port}" in logged, "the log should say which database failed"
     assert "***" in logged
+
+
+@pytest.mark.parametrize("cancels", [1, 2, 3])
+async def test_a_check_cancelled_mid_ping_leaves_nothing_behind(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy, caplog: pytest.LogCaptureFixture, cancels: int
+) -> None:
+    overrides = {"database_url": url_through(test_db, db_proxy.port), "health_cache_ttl": 0.0}
+    database = Database(settings.model_copy(update=overrides))
+    probe = DatabaseProbe(database.probe_engine, settings.model_copy(update=overrides))
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        assert await probe.is_available()
+        await db_proxy.set_mode(Mode.HANG)
+        waiting = asyncio.create_task(probe.is_available())
+        await asyncio.sleep(0.1)  # the ping now waits on the silent server
+        # A shutdown cancels the check, and may do so again while it is aborting its connection.
+        check = probe._in_flight
+        assert check is not None
+        for _ in range(cancels):
+            check.cancel()
+            await asyncio.sleep(0)
+        await asyncio.gather(check, waiting, return_exceptions=True)
+        await asyncio.wait_for(database.dispose(), SLACK)
+        del check, waiting  # what they hold (the ping's task among it) may now be collected,
+        gc.collect()  # and a task whose exception nobody retrieved is reported when it is
+        await asyncio.sleep(0)
+    assert not caplog.records, caplog.text
 
 
 async def test_a_failed_check_does_not_wedge_the_probe(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,11 +117,16 @@ class DatabaseProbe:
         except (DBAPIError, TimeoutError) as error:
             return error
         finally:
-            await connection.close()
+            # Shielded: a shutdown that cancels the check still gets the connection back in the
+            # pool, where disposing of the engine closes it.
+            await asyncio.shield(connection.close())
         return None
 
     async def _ping(self, connection: AsyncConnection) -> None:
         ping = asyncio.create_task(connection.exec_driver_sql("SELECT 1"))
+        # However this ends (a shutdown may cancel it midway), the ping's outcome is retrieved,
+        # so asyncio has no "exception never retrieved" to report.
+        ping.add_done_callback(_retrieve)
         try:
             await asyncio.wait({ping}, timeout=self._timeout)
         finally:
@@ -129,11 +134,11 @@ class DatabaseProbe:
             if timed_out:
                 # Aborted, not cancelled: a cancelled query makes the driver ask the server to
                 # cancel it and then close politely, waiting on a server that does not answer.
-                driver = (await connection.get_raw_connection()).driver_connection
+                assert connection.sync_connection is not None
+                driver = connection.sync_connection.connection.driver_connection
                 assert driver is not None
                 driver.terminate()
                 await asyncio.wait({ping})
-                ping.exception()  # retrieved: its "connection closed" is the abort just made
         if timed_out:
             raise TimeoutError(f"no answer within {self._timeout:g} s")
         ping.result()
@@ -155,3 +160,8 @@ class DatabaseProbe:
             elif self._available is False:
                 logger.info("Database %s is available again", self._masked_url)
         self._available, self._reason, self._answered_at = reason is None, reason, time.monotonic()
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    if not task.cancelled():
+        task.exception()
