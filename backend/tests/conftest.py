@@ -38,6 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"Invalid configuration: {error}") from None
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Workers for `-n auto`: more than the cores, since most tests wait on injected faults."""
+    return max(3, os.cpu_count() or 1)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """With no database configured, one throwaway embedded server for the whole run.
