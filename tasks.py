@@ -149,9 +149,10 @@ def format_(c: Context) -> None:
     run(c, f"{PYTHON} -m ruff format .", cwd=ROOT)
 
 
-# Compiled in this order: requirements-dev.in is constrained by requirements.txt, requirements-uv.in
-# (uv alone, which every install bootstraps from with pip) by requirements-dev.txt.
-LOCKS = ("requirements", "requirements-dev", "requirements-uv")
+# Compiled in this order: requirements-dev.in is constrained by requirements.txt; requirements-ci.in
+# (what only CI runs) and requirements-uv.in (uv alone, which every install bootstraps from with pip)
+# by requirements-dev.txt.
+LOCKS = ("requirements", "requirements-dev", "requirements-ci", "requirements-uv")
 
 
 @task(help={"upgrade": "move every pin to the newest allowed release, not only what the .in files changed"})
