@@ -329,9 +329,10 @@ class SwitchProxy:
                 self._cut_all()
             await self._listen()
 
-    async def until_sent(self, *kinds: str) -> None:
-        """Wait until a client has sent a message of one of these kinds (type bytes, as in `sent`)."""
-        while not any(message.kind in kinds for message in self.sent):
+    async def until_sent(self, *kinds: str, sql: str = "") -> None:
+        """Wait until a client has sent a message of one of these kinds (type bytes, as in `sent`),
+        whose SQL contains `sql`."""
+        while not any(message.kind in kinds and sql in message.sql for message in self.sent):
             self._more_sent.clear()
             await self._more_sent.wait()
 

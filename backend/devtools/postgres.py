@@ -1,36 +1,45 @@
 """An embedded PostgreSQL for machines with neither Docker nor a server, and database helpers.
 
-The server comes from the `pgserver` wheel (PostgreSQL binaries packaged for pip); it listens
-on a Unix socket in its data folder only, so it never takes a TCP port.
+The binaries come from the `pgserver` wheel (PostgreSQL packaged for pip), run by this module. A
+server listens on a Unix socket only, so it never takes a TCP port. A new cluster is a copy of one
+that initdb made once, kept in backend/.pgcache/: a copy takes a tenth of a second, initdb most of
+a second.
 """
 
 import asyncio
+import importlib.util
 import os
+import pwd
 import re
+import shlex
 import shutil
+import signal
 import subprocess
-import warnings
+import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from glob import glob
+from importlib import metadata
 from pathlib import Path
-from tempfile import TemporaryDirectory
-from types import ModuleType
 
 import asyncpg
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from app.core.config import normalize_database_url
 from app.core.database import describe_error
 
+BACKEND = Path(__file__).resolve().parents[1]
+_PGSERVER = importlib.util.find_spec("pgserver")
+assert _PGSERVER is not None, "pgserver is in the dev lock"
+assert _PGSERVER.origin is not None
+BIN = Path(_PGSERVER.origin).parent / "pginstall" / "bin"
+PRISTINE = BACKEND / ".pgcache" / f"initdb-{metadata.version('pgserver')}"
 
-def _pgserver() -> ModuleType:
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset and falls back to a folder in /tmp,
-        # which is where pgserver keeps its lock file: harmless, so not worth a warning.
-        warnings.simplefilter("ignore")
-        import pgserver
-    return pgserver
+# Where the system keeps files in memory; a throwaway cluster's own folder in it, made by tempfile.
+MEMORY = "/dev/shm"  # noqa: S108
+# A server whose data is thrown away needs no durability: nothing is flushed to disk.
+THROWAWAY = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
 
 
 def psql_for(url: str) -> str:
@@ -44,11 +53,8 @@ def psql_for(url: str) -> str:
         masked = make_url(url).render_as_string(hide_password=True)
         raise SystemExit(f"Cannot connect to {masked}: {describe_error(error)}") from None
     system = [*_on_path("psql"), *sorted(glob("/usr/lib/postgresql/*/bin/psql"), reverse=True)]
-    _pgserver()
-    from pgserver._commands import POSTGRES_BIN_PATH
-
     seen: list[str] = []
-    for candidate in [*system, str(POSTGRES_BIN_PATH / "psql")]:
+    for candidate in [*system, str(BIN / "psql")]:
         major = _psql_major(candidate)
         if major is not None and major >= needed:
             return candidate
@@ -85,20 +91,128 @@ async def _server_major(url: str) -> int:
 
 @contextmanager
 def embedded_postgres(pgdata: Path | None = None) -> Iterator[str]:
-    """Run a PostgreSQL server for the duration of the block and yield its admin URL.
+    """A PostgreSQL server for the duration of the block; yields its admin URL.
 
-    With `pgdata`, the data is kept there between runs; without, it lives in a temporary folder
-    that is deleted afterwards.
+    With `pgdata`, the data is kept there between runs, and a server already running on it (another
+    process's) is used and left running. Without, a throwaway cluster lives in a temporary folder,
+    in memory where the system has /dev/shm, and is deleted afterwards.
     """
-    pgserver = _pgserver()
-    with TemporaryDirectory(prefix="lifebalance-pg-", ignore_cleanup_errors=True) as scratch:
-        data = pgdata or Path(scratch) / "pgdata"
-        data.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data, cleanup_mode="stop")
+    with _stopped_by_sigterm():
+        if pgdata is not None:
+            if not (pgdata / "PG_VERSION").exists():
+                _copy_pristine(pgdata)
+            with _serving(pgdata) as url:
+                yield url
+            return
+        memory = MEMORY if os.access(MEMORY, os.W_OK) else None
+        with tempfile.TemporaryDirectory(prefix="lifebalance-pg-", dir=memory) as scratch:
+            _hand_over(Path(scratch))
+            data = Path(scratch) / "data"
+            _copy_pristine(data)
+            with _serving(data, THROWAWAY) as url:
+                yield url
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """A SIGTERM (kill, timeout, an editor stopping a task) interrupts like Ctrl-C, so the server is
+    stopped rather than left running; unless the process handles SIGTERM itself already."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _serving(data: Path, options: str = "") -> Iterator[str]:
+    if (running := _running_socket_dir(data)) is not None:
+        yield _admin_url(running)
+        return
+    sockets = Path(tempfile.mkdtemp(prefix="lifebalance-pg-"))
+    try:
+        _hand_over(sockets)
+        log = data / "postgres.log"
+        flags = f"-c listen_addresses= -k {shlex.quote(str(sockets))} {options}"
         try:
-            yield server.get_uri()
+            _as_server(BIN / "pg_ctl", "-D", str(data), "-w", "-t", "60", "-l", str(log), "-o", flags, "start")
+        except subprocess.CalledProcessError:
+            last = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            raise SystemExit(f"The embedded PostgreSQL in {data} did not start: {' / '.join(last)}") from None
+        try:
+            yield _admin_url(sockets)
         finally:
-            server.cleanup()
+            _as_server(BIN / "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _running_socket_dir(data: Path) -> Path | None:
+    """The socket folder of a server running on `data`, from its postmaster.pid; None if none runs."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        os.kill(int(lines[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return None  # no file, a stale one, or one being written
+    return Path(lines[4])
+
+
+def _admin_url(sockets: Path) -> str:
+    url = URL.create("postgresql", username="postgres", database="postgres", query={"host": str(sockets)})
+    return url.render_as_string()
+
+
+def _copy_pristine(data: Path) -> None:
+    """A new cluster in `data`: a copy of the pristine one, which initdb makes on first use."""
+    if not (PRISTINE / "PG_VERSION").exists():
+        with tempfile.TemporaryDirectory(prefix="lifebalance-initdb-") as scratch:
+            _hand_over(Path(scratch))
+            made = Path(scratch) / "data"
+            initdb = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+            _as_server(BIN / "initdb", "-D", str(made), *initdb)
+            PRISTINE.parent.mkdir(parents=True, exist_ok=True)
+            staged = Path(tempfile.mkdtemp(prefix="initdb-", dir=PRISTINE.parent))
+            shutil.copytree(made, staged / "data", symlinks=True)
+            # Renamed into place whole: a cluster half copied, or copied by another run meanwhile, is never used.
+            with suppress(OSError):
+                (staged / "data").rename(PRISTINE)
+            shutil.rmtree(staged)
+    shutil.copytree(PRISTINE, data, symlinks=True)
+    _hand_over(data, recursive=True)
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """Who runs postgres, which refuses to run as root: as root, nobody; otherwise the caller."""
+    return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
+
+
+def _hand_over(path: Path, *, recursive: bool = False) -> None:
+    """Give `path` to the server's user (as root; otherwise it is the caller's already)."""
+    if (user := _server_user()) is None:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for folder, names, files in os.walk(path) if recursive else ():
+        for name in names + files:
+            os.chown(os.path.join(folder, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+
+def _as_server(program: Path, *args: str) -> None:
+    user = _server_user()
+    subprocess.run(
+        [str(program), *args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        user=user.pw_uid if user else None,
+        group=user.pw_gid if user else None,
+        extra_groups=[] if user else None,
+    )
 
 
 def with_database(url: str, name: str) -> str:
@@ -106,20 +220,46 @@ def with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def _quoted(name: str) -> str:
+    """A database name as an SQL identifier: identifiers cannot be bound as parameters."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def _admin(url: str) -> asyncpg.Connection:
+    """A connection to the `postgres` database of the server `url` names."""
+    admin = normalize_database_url(url).set(drivername="postgresql", database="postgres")
+    return await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
+
+
 def ensure_database(url: str) -> None:
     """Create the database that `url` names if it does not exist yet."""
-    asyncio.run(_ensure_database(url))
+
+    async def ensure() -> None:
+        connection = await _admin(url)
+        try:
+            name = str(make_url(url).database)
+            if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await connection.execute(f"CREATE DATABASE {_quoted(name)}")
+        finally:
+            await connection.close()
+
+    asyncio.run(ensure())
 
 
-async def _ensure_database(url: str) -> None:
-    target = normalize_database_url(url)
-    admin = target.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(admin, timeout=10)
+async def recreate_database(url: str, template: str | None = None) -> None:
+    """Drop the database `url` names, sessions and all, and create it anew (as a copy of `template`)."""
+    connection = await _admin(url)
     try:
-        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", target.database)
-        if not exists:
-            # Identifiers cannot be bound as parameters; quote it as PostgreSQL would.
-            quoted = '"' + str(target.database).replace('"', '""') + '"'
-            await connection.execute(f"CREATE DATABASE {quoted}")
+        name = _quoted(str(make_url(url).database))
+        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await connection.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {_quoted(template)}" if template else ""))
+    finally:
+        await connection.close()
+
+
+async def drop_database(url: str) -> None:
+    connection = await _admin(url)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {_quoted(str(make_url(url).database))} WITH (FORCE)")
     finally:
         await connection.close()

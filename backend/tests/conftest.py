@@ -1,58 +1,96 @@
-"""Fixtures: a real, migrated PostgreSQL test database, per-test isolated sessions and HTTP clients.
+"""Fixtures: a real PostgreSQL test database, fresh for each test; the app, and the one HTTP client.
 
-The test database is never the development one. In order of preference it is
-TEST_DATABASE_URL; else `<name>_test` on the DATABASE_URL server (created if missing); else a
-throwaway embedded PostgreSQL started for this run. Whatever a test writes, through `db_session`,
-`async_client` or `client`, commits included, is rolled back after it.
+The suite never touches the development database. It runs on the server TEST_DATABASE_URL names;
+else on the one DATABASE_URL names, in databases beside it (`<name>_test...`); else on a throwaway
+embedded PostgreSQL started for the run. At the start of a run the migrations build a template
+(`<test database>_template`), so a migration edited in place is what the run tests. Each test
+that takes `settings` (or a fixture built on it) gets the process's test database made anew as a
+copy of that template: what one test commits, no other test sees. The run drops its databases at
+the end.
 """
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 
+import asyncpg
 import httpx
 import pytest
-from alembic import command
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app.api.deps import get_db
 from app.core.config import Settings, SettingsError, configured, get_settings
-from app.core.database import Database
-from devtools.migrations import alembic_config
+from app.core.database import Database, describe_error
 from devtools.network import SwitchProxy, Upstream
-from devtools.postgres import embedded_postgres, ensure_database, with_database
-from tests.harness import build_app, choose_test_database, joined_session, rolled_back, rolled_back_client
+from devtools.postgres import drop_database, embedded_postgres, with_database
+from tests.harness import (
+    TEMPLATE_VARIABLE,
+    build_app,
+    build_template,
+    choose_test_database,
+    renew_test_database,
+    started,
+    use_database,
+)
 
-TEST_DATABASE = pytest.StashKey[str | None]()
+CHOSEN = pytest.StashKey[str | None]()
 EMBEDDED_SERVER = pytest.StashKey[ExitStack]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse, before anything runs, a test database that is malformed or is the development one."""
+    if TEMPLATE_VARIABLE in os.environ:
+        return  # a worker: the first process chose already
     try:
-        config.stash[TEST_DATABASE] = choose_test_database(configured("TEST_DATABASE_URL"), configured("DATABASE_URL"))
+        config.stash[CHOSEN] = choose_test_database(configured("TEST_DATABASE_URL"), configured("DATABASE_URL"))
     except ValueError as error:
         raise pytest.UsageError(f"Invalid configuration: {error}") from None
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """Workers for `-n auto`: more than the cores, since most tests wait on injected faults."""
+    """Workers for `-n auto`: none when the arguments name test files or tests (the inner loop,
+    where starting workers costs more than it saves); else more than the cores, since most tests
+    wait on injected faults rather than compute."""
+    if config.args and all(arg.split("::")[0].endswith(".py") for arg in config.args):
+        return 0
     return max(3, os.cpu_count() or 1)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """With no database configured, one throwaway embedded server for the whole run.
+    """The template, built by the run's first process before pytest-xdist starts any worker; then
+    this process's own test database, which the app under test reads from DATABASE_URL.
 
-    Started before pytest-xdist starts its workers, which find it in TEST_DATABASE_URL.
+    Set before the tests are collected, so `from app.main import app` in a test module builds the
+    app on the test database, never on the development one.
     """
-    if session.config.stash[TEST_DATABASE] is None:
-        server = session.config.stash[EMBEDDED_SERVER] = ExitStack()
-        url = with_database(server.enter_context(embedded_postgres()), "lifebalance_test")
-        session.config.stash[TEST_DATABASE] = os.environ["TEST_DATABASE_URL"] = url
+    if TEMPLATE_VARIABLE not in os.environ:
+        url = session.config.stash[CHOSEN]
+        if url is None:
+            server = session.config.stash[EMBEDDED_SERVER] = ExitStack()
+            url = with_database(server.enter_context(embedded_postgres()), "lifebalance_test")
+        os.environ[TEMPLATE_VARIABLE] = template = with_database(url, f"{make_url(url).database}_template")
+        try:
+            build_template(template)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            masked = make_url(template).render_as_string(hide_password=True)
+            raise pytest.UsageError(f"Cannot create the test database {masked}: {describe_error(error)}") from None
+    template = os.environ[TEMPLATE_VARIABLE]
+    base = str(make_url(template).database).removesuffix("_template")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    use_database(with_database(template, f"{base}_{worker}" if worker else base))
+    try:
+        get_settings()
+    except SettingsError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    asyncio.run(drop_database(os.environ["DATABASE_URL"]))
+    if CHOSEN in session.config.stash:  # the first process, which made the template
+        asyncio.run(drop_database(os.environ[TEMPLATE_VARIABLE]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -60,35 +98,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.stash[EMBEDDED_SERVER].close()
 
 
-@pytest.fixture(scope="session")
-def test_db(request: pytest.FixtureRequest) -> str:
-    """The URL of the test database, migrated to head once for the run."""
-    url = request.config.stash[TEST_DATABASE]
-    assert url is not None
-    if worker := os.environ.get("PYTEST_XDIST_WORKER"):
-        # Parallel workers (pytest -n) each migrate and test a database of their own.
-        url = with_database(url, f"{make_url(url).database}_{worker}")
-    ensure_database(url)
-
-    # The app, Alembic and every fixture below read their settings from here.
-    os.environ["DATABASE_URL"] = url
-    os.environ["ENVIRONMENT"] = "test"
-    get_settings.cache_clear()
-    try:
-        get_settings()
-    except SettingsError as error:
-        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
-    command.upgrade(alembic_config(), "head")
-    return url
+@pytest.fixture
+async def test_db() -> str:
+    """The URL of this process's test database, made anew for this test from the migrated template."""
+    return await renew_test_database()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def settings(test_db: str) -> Settings:
+    """The settings of the app under test, on a fresh `test_db`."""
     return get_settings()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine of the test's own on the test database, made as the app's is."""
     database = Database(settings)
     yield database.engine
     await database.dispose()
@@ -96,13 +120,24 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def db_session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """A session whose writes are all rolled back after the test.
-
-    Everything runs in one outer transaction; the session's own commits only release savepoints,
-    so code under test may commit as it would in production.
-    """
-    async with rolled_back(engine) as connection, joined_session(connection) as session:
+    """A session of the test's own, beside the app's: to arrange rows, and to check what requests
+    committed. It commits for real, like everything else here."""
+    async with AsyncSession(engine, expire_on_commit=False) as session:
         yield session
+
+
+@pytest.fixture
+def application(settings: Settings) -> FastAPI:
+    """The app under test (routers of a test's own can be added to it); `client` starts it."""
+    return build_app(settings)
+
+
+@pytest.fixture
+async def client(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP client for route tests: each request gets a session and a connection of its own,
+    commits for real, and answers what uvicorn would (500 for an exception)."""
+    async with started(application) as client:
+        yield client
 
 
 @pytest.fixture
@@ -112,32 +147,3 @@ async def db_proxy(test_db: str) -> AsyncIterator[SwitchProxy]:
     await proxy.start()
     yield proxy
     await proxy.close()
-
-
-@pytest.fixture
-async def application(settings: Settings, db_session: AsyncSession) -> AsyncIterator[FastAPI]:
-    """The app, started, with its request sessions joined to the test's rolled-back transaction."""
-    app = build_app(settings)
-
-    async def the_test_session() -> AsyncSession:
-        return db_session
-
-    app.dependency_overrides[get_db] = the_test_session
-    async with app.router.lifespan_context(app):
-        yield app
-
-
-@pytest.fixture
-async def async_client(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on `application`: requests share the test's `db_session`."""
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """A synchronous client, whose requests' writes are rolled back after the test too
-    (in a transaction of their own: see tests/harness.py)."""
-    with rolled_back_client(settings) as client:
-        yield client

@@ -1,27 +1,28 @@
-"""What the fixtures and tests are built from: the test database, the app and its clients.
+"""What the fixtures and tests are built from: the choice of test database, the app, its client, uvicorn.
 
 Fixtures (conftest.py) wire these together for the common cases; tests that need an app with
 settings of their own (a database that refuses, a short budget) call them directly.
 """
 
 import asyncio
+import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from alembic import command
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.engine import URL, make_url
+from starlette.types import Receive, Scope, Send
 
-from app.api.deps import get_db
-from app.core.config import Settings, normalize_database_url
-from devtools.migrations import BACKEND
+from app.core.config import Settings, get_settings, normalize_database_url
+from devtools.migrations import BACKEND, alembic_config
 from devtools.network import free_port
+from devtools.postgres import recreate_database
 
 
 def choose_test_database(test_url: str | None, dev_url: str | None) -> str | None:
@@ -69,6 +70,39 @@ def url_through(url: str, port: int, *, username: str | None = None, password: s
     return proxied.render_as_string(hide_password=False)
 
 
+# How the run's first process tells pytest-xdist's workers where the migrated template is.
+TEMPLATE_VARIABLE = "LIFEBALANCE_TEST_TEMPLATE"
+
+
+def use_database(url: str) -> None:
+    """Point the settings (the app's, Alembic's) at `url`, as for a test."""
+    os.environ["DATABASE_URL"] = url
+    os.environ["ENVIRONMENT"] = "test"
+    get_settings.cache_clear()
+
+
+def build_template(url: str) -> None:
+    """The database `url` names, made anew and migrated to head: what each test's database copies.
+
+    Anew at each run, so that it holds what the migrations make now, edited ones included.
+    """
+    previous = os.environ.get("DATABASE_URL")
+    asyncio.run(recreate_database(url))
+    use_database(url)
+    try:
+        command.upgrade(alembic_config(), "head")
+    finally:
+        if previous is not None:
+            use_database(previous)
+
+
+async def renew_test_database() -> str:
+    """This process's test database, dropped and made anew as a copy of the template; its URL."""
+    url = os.environ["DATABASE_URL"]
+    await recreate_database(url, template=make_url(os.environ[TEMPLATE_VARIABLE]).database)
+    return url
+
+
 def build_app(settings: Settings) -> FastAPI:
     # Imported here, once the test database is in the environment: app.main reads settings on import.
     from app.main import create_app
@@ -77,51 +111,32 @@ def build_app(settings: Settings) -> FastAPI:
 
 
 @asynccontextmanager
-async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on a started app of its own, with these settings changed."""
-    app = build_app(settings.model_copy(update=overrides))
+async def started(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on `app`, started: the tests' one way to send requests in process.
+
+    Nothing is shared with the test or between requests: each gets its own session and connection
+    from the app's real dependencies, as served. An exception in a route answers 500 and is
+    logged, as uvicorn does, instead of surfacing in the test (httpx's default).
+    """
+
+    async def as_served(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+            raise
+
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=as_served, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
 
 
 @asynccontextmanager
-async def rolled_back(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection inside a transaction that is rolled back at the end of the block."""
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        finally:
-            await transaction.rollback()
-
-
-def joined_session(connection: AsyncConnection) -> AsyncSession:
-    """A session inside the connection's transaction; its commits only release savepoints."""
-    return AsyncSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-
-
-@contextmanager
-def rolled_back_client(settings: Settings) -> Iterator[TestClient]:
-    """A TestClient on a started app whose requests' writes are rolled back at the end of the block.
-
-    TestClient runs the app on an event loop of its own, in a thread, and asyncpg connections
-    belong to one loop: so the requests cannot share a test's `db_session`. They share instead a
-    transaction opened on that loop, on the app's own engine. Rolling back, rather than emptying
-    the tables afterwards, also undoes schema changes and needs no list of tables to keep up to date.
-    """
-    app = build_app(settings)
-    with TestClient(app) as client:
-        assert client.portal is not None
-        with client.portal.wrap_async_context_manager(rolled_back(app.state.database.engine)) as connection:
-
-            async def session_in_the_transaction() -> AsyncIterator[AsyncSession]:
-                async with joined_session(connection) as session:
-                    yield session
-
-            app.dependency_overrides[get_db] = session_in_the_transaction
-            yield client
+async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    """A started app of its own, with these settings changed, and its client."""
+    async with started(build_app(settings.model_copy(update=overrides))) as client:
+        yield client
 
 
 class Server:
@@ -147,12 +162,14 @@ class Server:
 
 
 @asynccontextmanager
-async def served(settings: Settings, log: Path, **overrides: object) -> AsyncIterator[Server]:
-    """The app served by uvicorn (no reload) with these settings, until the end of the block."""
+async def served(
+    settings: Settings, log: Path, *, app: str = "app.main:app", options: Sequence[str] = (), **overrides: object
+) -> AsyncIterator[Server]:
+    """`app` served by uvicorn (with these options) and these settings, until the end of the block."""
     settings = settings.model_copy(update=overrides)
     env = {**os.environ, **{name.upper(): str(value) for name, value in settings.model_dump().items()}}
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *options]
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(*command, cwd=BACKEND, env=env, stdout=output, stderr=output)
     server = Server(process, port, log)

@@ -1,84 +1,65 @@
-"""Each test's writes are rolled back, even when the code under test commits, whichever client made them."""
+"""Nothing a test commits reaches another test or the next run, and the app under test is never on
+the development database."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
 
-import httpx
-import pytest
-from fastapi import APIRouter, FastAPI
+from alembic import command
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.engine import make_url
 
-from app.api.deps import DbSession, get_db
+from app import main
 from app.core.config import Settings
 from app.core.database import Database
-from tests.harness import joined_session, rolled_back, rolled_back_client
-
-# Routes of these tests only, added to the app under test: one that writes and commits, one that reads.
-probe_routes = APIRouter(prefix="/isolation-probe")
-
-
-@probe_routes.post("/{run}")
-async def write(run: str, session: DbSession) -> None:
-    await session.execute(text("CREATE TABLE isolation_probe (run text)"))
-    await session.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
-    await session.commit()
+from devtools.migrations import alembic_config
+from devtools.postgres import drop_database, recreate_database, with_database
+from tests.harness import build_template, renew_test_database, use_database
 
 
-@probe_routes.get("")
-async def read(session: DbSession) -> list[str]:
-    if not await session.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL")):
-        return []
-    return list(await session.scalars(text("SELECT run FROM isolation_probe")))
+async def test_what_a_test_commits_is_gone_in_the_next(settings: Settings) -> None:
+    for run in ("first", "second"):  # two tests in a row, as the test_db fixture gives each its database
+        assert make_url(await renew_test_database()).database == make_url(settings.database_url).database
+        database = Database(settings)
+        try:
+            async with database.engine.begin() as connection:
+                left = await connection.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL"))
+                assert left is False, f"{run}: an earlier test's committed table and rows are still there"
+                await connection.execute(text("CREATE TABLE isolation_probe (run text)"))
+                await connection.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
+        finally:
+            await database.dispose()
 
 
-async def test_committed_writes_through_a_session_are_rolled_back(engine: AsyncEngine) -> None:
-    # Two tests in a row, as db_session gives each of them its session.
-    for run in ("first", "second"):
-        async with rolled_back(engine) as connection, joined_session(connection) as session:
-            exists = await session.scalar(text("SELECT to_regclass('isolation_probe') IS NOT NULL"))
-            assert exists is False, f"{run}: an earlier session's committed write is still there"
-            await session.execute(text("CREATE TABLE isolation_probe (run text)"))
-            await session.execute(text("INSERT INTO isolation_probe VALUES (:run)"), {"run": run})
-            await session.commit()
-            assert await session.scalar(text("SELECT run FROM isolation_probe")) == run
+def test_the_template_is_what_the_migrations_make_now(settings: Settings) -> None:
+    # A template that an earlier run left at head, with a table that a migration since edited no
+    # longer makes: a run must not take it as it is.
+    stale = with_database(settings.database_url, f"{make_url(settings.database_url).database}_stale")
+    asyncio.run(recreate_database(stale))
+    try:
+        use_database(stale)
+        command.upgrade(alembic_config(), "head")
+        use_database(settings.database_url)
+        asyncio.run(_execute(stale, "CREATE TABLE made_by_an_old_migration (n int)"))
+
+        build_template(stale)
+
+        assert asyncio.run(_execute(stale, "SELECT to_regclass('made_by_an_old_migration') IS NULL"))
+    finally:
+        use_database(settings.database_url)
+        asyncio.run(drop_database(stale))
 
 
-def test_writes_through_client_are_rolled_back(settings: Settings) -> None:
-    # Two tests in a row, as the client fixture gives each of them its client.
-    for run in ("first", "second"):
-        with rolled_back_client(settings) as client:
-            app = client.app
-            assert isinstance(app, FastAPI)
-            app.include_router(probe_routes)
-            assert client.get("/isolation-probe").json() == [], f"{run}: an earlier client's write is still there"
-            assert client.post(f"/isolation-probe/{run}").status_code == 200
-            assert client.get("/isolation-probe").json() == [run]
+async def _execute(url: str, sql: str) -> object:
+    database = Database(Settings(database_url=url))
+    try:
+        async with database.engine.begin() as connection:
+            result = await connection.execute(text(sql))
+            return result.scalar() if result.returns_rows else None
+    finally:
+        await database.dispose()
 
 
-async def test_requests_share_the_test_session(
-    application: FastAPI, async_client: httpx.AsyncClient, db_session: AsyncSession
-) -> None:
-    application.include_router(probe_routes)
-    assert (await async_client.post("/isolation-probe/async")).status_code == 200
-    # The request's commit is visible to the test, inside the transaction that is rolled back after it.
-    assert await db_session.scalar(text("SELECT run FROM isolation_probe")) == "async"
-
-
-@pytest.fixture
-async def database(settings: Settings) -> AsyncIterator[Database]:
-    database = Database(settings)
-    yield database
-    await database.dispose()
-
-
-async def test_get_db_rolls_back_when_the_request_fails(database: Database) -> None:
-    sessions = get_db(database)
-    session = await anext(sessions)
-    await session.execute(text("CREATE TABLE failed_request_probe (n int)"))
-
-    with pytest.raises(RuntimeError):
-        await sessions.athrow(RuntimeError("handler failed"))
-
-    async with database.engine.connect() as connection:
-        left = await connection.scalar(text("SELECT to_regclass('failed_request_probe') IS NOT NULL"))
-    assert left is False, "a failed request's uncommitted work must not persist"
+def test_importing_the_app_reaches_the_test_database() -> None:
+    # `main` was imported with this module, at collection, as `from app.main import app` would be.
+    assert main.settings.database_url == os.environ["DATABASE_URL"]
+    assert "_test" in str(make_url(main.settings.database_url).database)

@@ -44,8 +44,9 @@ async def test_sigterm_during_an_outage_exits_fast_and_quietly(
 ) -> None:
     log = tmp_path / "uvicorn.log"
     # Connecting may take 10 s: shutdown must not wait for that bound, nor for the statement timeout.
-    overrides = {"database_url": url_through(test_db, db_proxy.port), "db_connect_timeout": 10.0}
-    async with served(settings, log, health_cache_ttl=0.0, **overrides) as server, httpx.AsyncClient() as client:
+    proxied = url_through(test_db, db_proxy.port)
+    serving = served(settings, log, database_url=proxied, db_connect_timeout=10.0, health_cache_ttl=0.0)
+    async with serving as server, httpx.AsyncClient() as client:
         assert (await client.get(f"{server.url}/health")).status_code == 200  # a connection now waits in the pool
         await db_proxy.set_mode(Mode.HANG)
         if probe_in_flight:

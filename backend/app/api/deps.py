@@ -27,10 +27,14 @@ async def get_database(request: Request) -> Database:
 
 
 async def get_db(database: Annotated[Database, Depends(get_database)]) -> AsyncGenerator[AsyncSession]:
-    """A session for one request. Closing it rolls back whatever the request did not commit,
-    so a request that fails leaves nothing behind."""
+    """The request's unit of work: committed when the route returns, rolled back when it raises.
+
+    Routes never commit. Through `DbSession` the commit completes before the response is sent, so
+    a 2xx means the write is durable, and a commit that fails answers 500.
+    """
     async with database.sessionmaker() as session:
         yield session
+        await session.commit()
 
 
 async def get_probe(request: Request) -> DatabaseProbe:
@@ -39,5 +43,7 @@ async def get_probe(request: Request) -> DatabaseProbe:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-DbSession = Annotated[AsyncSession, Depends(get_db)]
+# scope="function": the commit runs when the route returns, not after the response (the default).
+# A yield dependency that takes DbSession needs scope="function" too (FastAPI refuses otherwise).
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 ProbeDep = Annotated[DatabaseProbe, Depends(get_probe)]
