@@ -3,10 +3,10 @@
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -62,11 +62,17 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _check_database_url(cls, value: str, info: ValidationInfo) -> str:
-        url = normalize_database_url(value)
-        if info.data.get("environment") == "production" and (url.password or "").lower() in _WELL_KNOWN_PASSWORDS:
-            raise ValueError("uses a well-known default password, which is refused in production")
-        return url.render_as_string(hide_password=False)
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value).render_as_string(hide_password=False)
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Self:
+        """Production refuses what only development may use: checked once every field is read."""
+        if self.environment != "production":
+            return self
+        if (make_url(self.database_url).password or "").lower() in _WELL_KNOWN_PASSWORDS:
+            raise ValueError("DATABASE_URL uses a well-known default password, which is refused in production")
+        return self
 
     @property
     def masked_database_url(self) -> str:
@@ -88,9 +94,11 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable and what is wrong with it."""
     problems = []
     for item in error.errors():
-        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        name = "_".join(str(part) for part in item["loc"]).upper()
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "missing":
+        if not name:  # a check of the settings together, whose message names the variables
+            problems.append(message)
+        elif item["type"] == "missing":
             problems.append(f"{name} is not set: set it" + (f", {_WITHOUT[name]}" if name in _WITHOUT else ""))
         else:
             problems.append(f"{name} {message}" if item["type"] == "value_error" else f"{name}: {message}")
