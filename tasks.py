@@ -67,6 +67,7 @@ def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
         if not run(c, f"{PYTHON} -m alembic upgrade head", stop_on_failure=False):
             print("Migrations not applied; serving anyway, /health reports the database as disconnected.")
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--reload", "--host", host, "--port", str(port)]
+        command += ["--log-config", "logging.json", "--no-access-log"]  # the app writes the request log
         # Run directly rather than through invoke, so Ctrl-C stops uvicorn (and then the embedded
         # database) quietly whether or not there is a terminal.
         with contextlib.suppress(KeyboardInterrupt):

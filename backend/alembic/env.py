@@ -1,8 +1,6 @@
 """Alembic environment: migrations run through the app's async engine settings and models."""
 
 import asyncio
-from logging.config import fileConfig
-
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -11,14 +9,15 @@ from sqlalchemy.pool import NullPool
 
 from app.core.config import get_settings
 from app.core.database import describe_error
+from app.core.logging import configure_logging
 from app.models import Base
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logger", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
-
 target_metadata = Base.metadata
 settings = get_settings()
+# The service's format and level (app/core/logging.py); in process (the tests), the caller's own.
+if config.attributes.get("configure_logger", True):
+    configure_logging(settings)
 
 
 def run_migrations_offline() -> None:

@@ -1,17 +1,18 @@
 """The FastAPI application: `uvicorn app.main:app`, run from backend/."""
 
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.api import health
+from app.api import errors, health
 from app.core.config import Settings, get_settings
 from app.core.database import Database
+from app.core.logging import RequestLog, configure_logging
 from app.core.probe import DatabaseProbe
 
 
@@ -35,12 +36,16 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself, so /docs works with no CDN.
     app = FastAPIOffline(title="LifeBalance API", version=__version__, lifespan=lifespan)
+    # The last added runs first: the request id is set before the request log is written.
+    app.add_middleware(RequestLog)
+    app.add_middleware(CorrelationIdMiddleware)
+    errors.install(app)
     app.include_router(health.router)
     return app
 
 
 settings = get_settings()
-logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+configure_logging(settings)
 # Only the app uvicorn serves freezes the collector: a process that creates many apps (the tests)
 # would keep their garbage for good.
 app = create_app(settings, freeze_gc=True)

@@ -10,6 +10,7 @@ the end.
 """
 
 import asyncio
+import importlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import ExitStack
@@ -82,7 +83,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     use_database(with_database(template, f"{base}_{worker}" if worker else base))
     try:
-        get_settings()
+        # The app's logging is configured on import: before any test captures logs, not during one.
+        importlib.import_module("app.main")
     except SettingsError as error:
         raise pytest.UsageError(str(error)) from None
 

@@ -140,13 +140,14 @@ async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[h
 
 
 class Server:
-    """`uvicorn app.main:app` in a process of its own on 127.0.0.1, as it runs in production."""
+    """uvicorn in a process of its own on 127.0.0.1, as it runs in production, and a client on it."""
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int, log: Path) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log: Path, client: httpx.AsyncClient) -> None:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
+        self.client = client
 
     async def stop(self) -> float:
         """SIGTERM, then the seconds until the process exited (killed after 30)."""
@@ -169,12 +170,13 @@ async def served(
     settings = settings.model_copy(update=overrides)
     env = {**os.environ, **{name.upper(): str(value) for name, value in settings.model_dump().items()}}
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *options]
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-config", "logging.json", "--no-access-log", *options]
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(*command, cwd=BACKEND, env=env, stdout=output, stderr=output)
-    server = Server(process, port, log)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        server = Server(process, port, log, client)
+        try:
             for _ in range(300):
                 if process.returncode is not None:
                     raise RuntimeError(f"uvicorn exited with {process.returncode}; its output is in {log}")
@@ -185,6 +187,6 @@ async def served(
                     await asyncio.sleep(0.05)
             else:
                 raise RuntimeError(f"uvicorn did not start; its output is in {log}")
-        yield server
-    finally:
-        await server.stop()
+            yield server
+        finally:
+            await server.stop()

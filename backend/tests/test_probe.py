@@ -343,7 +343,8 @@ async def test_a_slow_failure_is_logged_once_with_its_reason(
             statuses = [(await client.get("/health")).status_code for _ in range(5)]
 
     assert statuses == [503] * 5
-    reasons = [record.getMessage().split("unavailable: ")[1].split(" (")[0] for record in caplog.records]
+    probe_records = [record for record in caplog.records if record.name == PROBE_LOG]
+    reasons = [record.getMessage().split("unavailable: ")[1].split(" (")[0] for record in probe_records]
     assert reasons == ["timeout", "authentication failed"], caplog.text
 
 

@@ -61,8 +61,7 @@ async def api(
             async with started(app) as client:
                 yield client
         else:
-            async with httpx.AsyncClient(base_url=server.url) as client:
-                yield client
+            yield server.client
 
     yield open_api
     await front.set_mode(Mode.FORWARD)  # after a test that cut it
