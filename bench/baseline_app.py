@@ -1,15 +1,20 @@
 """Baseline for the benchmark: the cheapest endpoint of this project's own shape, with no database.
 
-An APIRouter added with include_router, one async dependency through an Annotated alias, and a
-pydantic response model of three fields, with a timestamp computed per request; nothing cached.
-/health must cost no more than this. Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`.
+An APIRouter added with include_router, one async dependency through an Annotated alias, a
+pydantic response model of three fields, with a timestamp computed per request, and the middleware
+every request of the app goes through (the request id, the request log); nothing cached. /health
+must cost no more than this. Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`,
+with backend/ on PYTHONPATH.
 """
 
 from datetime import UTC, datetime
 from typing import Annotated
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
+
+from app.core.logging import RequestLog
 
 router = APIRouter()
 
@@ -33,4 +38,6 @@ async def health(label: Label) -> BaselineResponse:
 
 
 app = FastAPI()
+app.add_middleware(RequestLog)
+app.add_middleware(CorrelationIdMiddleware)
 app.include_router(router)

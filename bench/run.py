@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ from pgstats import Stats  # noqa: E402
 from report import table, targets  # noqa: E402
 from servers import BenchError, Server, start_server  # noqa: E402
 
+# A route of the app that the request log writes a line for (unlike a successful /health).
+LOGGED_ROUTE = "/openapi.json"
 # One database per app under test, so pg_stat_database's row for it counts that app alone.
 APP_DATABASE = "lifebalance_bench_app"
 PER_REQUEST_DATABASE = "lifebalance_bench_per_request"
@@ -98,21 +101,31 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
     stats = await Stats.connect(with_database(server_url, "postgres"))
     servers: list[Server] = []
     try:
-        # Started one after the other, so no start-up time includes another server's.
-        app = await start_server("app", "app.main:app", app_dir=BACKEND, env=app_env, log_dir=log_dir)
-        servers.append(app)
-        for name in ("baseline", "bare"):
-            servers.append(await start_server(name, f"{name}_app:app", app_dir=BENCH, env={}, log_dir=log_dir))
+        # Started one after the other, so no start-up time includes another server's. The app runs
+        # as it is served (logging.json, the request log at LOG_LEVEL INFO); "quiet" is the same app
+        # with LOG_LEVEL=WARNING, which writes no request log: the pair shows what the log costs.
+        as_served = partial(start_server, app="app.main:app", app_dir=BACKEND, log_dir=log_dir)
+        app = await as_served("app", env=app_env, options=("--log-config", "logging.json"))
+        quiet_env = {**app_env, "LOG_LEVEL": "WARNING"}
+        quiet = await as_served("quiet", env=quiet_env, options=("--log-config", "logging.json"))
+        servers += [app, quiet]
+        # The baseline has the project's middleware, from backend/.
+        references = {"baseline": {"PYTHONPATH": str(BACKEND)}, "bare": {}}
+        for name, env in references.items():
+            servers.append(await start_server(name, f"{name}_app:app", app_dir=BENCH, env=env, log_dir=log_dir))
         servers.append(
             await start_server(
                 "per-request", "per_request_app:app", app_dir=BENCH, env=per_request_env, log_dir=log_dir
             )
         )
-        for server in servers:
-            await run_wrk(server.url, plan.warmup_s)
+        # What each load requests: /health, and the route whose request log the pair compares.
+        loads = {server.name: server.url for server in servers if server is not quiet}
+        loads |= {"logged": app.base + LOGGED_ROUTE, "unlogged": quiet.base + LOGGED_ROUTE}
+        for url in loads.values():
+            await run_wrk(url, plan.warmup_s)
 
         # Publish everything the app did so far (start-up, warm-up) and let it reconnect, so the
-        # window below holds the load run alone.
+        # window below holds the load runs alone.
         await stats.settled_counters(APP_DATABASE)
         if await time_to_connected(app.url) is None:
             raise BenchError(f"the app did not reconnect after its connections were ended; see {app.log_path}")
@@ -121,11 +134,11 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         # (pg_stat_database.sessions) is published as lazily as its other counters.
         accepted_before = proxy.accepted
 
-        runs: dict[str, list[Run]] = {server.name: [] for server in servers}
+        runs: dict[str, list[Run]] = {name: [] for name in loads}
         for round_index in range(plan.rounds):
             # Alternate the order, so neither drift nor the previous run's aftermath favours one server.
-            for server in servers if round_index % 2 == 0 else servers[::-1]:
-                runs[server.name].append(await run_wrk(server.url, plan.run_s))
+            for name, url in loads.items() if round_index % 2 == 0 else reversed(loads.items()):
+                runs[name].append(await run_wrk(url, plan.run_s))
 
         new_connections = proxy.accepted - accepted_before
         held = len(await stats.backends(APP_DATABASE))
@@ -230,6 +243,7 @@ def main() -> int:
         figures["test_suite"] = run_suite()
     load = figures["load"]
     figures["ratios"] = {
+        "logged_vs_unlogged": load["logged"]["rps"] / load["unlogged"]["rps"],
         "health_vs_baseline": load["app"]["rps"] / load["baseline"]["rps"],
         "health_vs_per_request": load["app"]["rps"] / load["per-request"]["rps"],
         "health_vs_bare": load["app"]["rps"] / load["bare"]["rps"],

@@ -4,6 +4,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,12 @@ class Server:
     startup_s: float = field(default=0.0)
 
     @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/health"
+        return f"{self.base}/health"
 
     async def stop(self) -> None:
         """SIGTERM, so the app runs its shutdown; SIGKILL if it has not exited within 5 s."""
@@ -41,16 +46,24 @@ class Server:
 
 
 async def start_server(
-    name: str, app: str, *, app_dir: Path, env: dict[str, str], log_dir: Path, timeout_s: float = 30.0
+    name: str,
+    app: str,
+    *,
+    app_dir: Path,
+    env: dict[str, str],
+    log_dir: Path,
+    options: Sequence[str] = ("--log-level", "warning"),
+    timeout_s: float = 30.0,
 ) -> Server:
     """Start `uvicorn app` and wait for its first 200 from /health; the time taken is its start-up time.
 
-    Access logs are off for every server alike: writing them would dominate the figures.
+    uvicorn's access log is off for every server alike: it would halve the figures. The project's
+    app writes its own request log, whose cost the benchmark measures.
     """
     port = free_port()
     log_path = log_dir / f"{name}.log"
     command = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir)]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log", *options]
     with log_path.open("wb") as log:
         started = time.perf_counter()
         process = await asyncio.create_subprocess_exec(
