@@ -8,6 +8,7 @@ embedded PostgreSQL whose data is kept in backend/.pgdata/; the tests start a th
 import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,20 +69,40 @@ def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
             print("Migrations not applied; serving anyway, /health reports the database as disconnected.")
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--reload", "--host", host, "--port", str(port)]
         command += ["--log-config", "logging.json", "--no-access-log"]  # the app writes the request log
-        # Run directly rather than through invoke, so Ctrl-C stops uvicorn (and then the embedded
-        # database) quietly whether or not there is a terminal.
+        # Run directly rather than through invoke, so that uvicorn stops first, then the embedded
+        # database, whether on Ctrl-C (a terminal sends it to both) or on SIGTERM (passed on).
+        server = subprocess.Popen(command, cwd=BACKEND)
+        signal.signal(signal.SIGTERM, lambda signum, frame: server.terminate())
         with contextlib.suppress(KeyboardInterrupt):
-            subprocess.run(command, cwd=BACKEND, check=False)
+            server.wait()
+        server.wait()
 
 
 @task
 def test(c: Context) -> None:
     """Run the test suite; arguments after -- go to pytest (invoke test -- -k health -x)."""
+    pytest(c)
+
+
+@task
+def coverage(c: Context) -> None:
+    """The test suite with branch coverage: a TOTAL line, htmlcov/index.html, and the floor of
+    pyproject.toml, under which it fails; arguments after -- go to pytest."""
+    pytest(
+        c,
+        "--cov",
+        f"--cov-config={ROOT / 'pyproject.toml'}",
+        "--cov-report=term",
+        f"--cov-report=html:{ROOT / 'htmlcov'}",
+    )
+
+
+def pytest(c: Context, *options: str) -> None:
     # invoke joins the words after -- with spaces and loses their quoting; argv still has them.
     args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder)
     # With arguments, from where they were typed, so paths in them are relative to it; without,
-    # from the root, whose configuration names the suite. Either way pytest finds pyproject.toml.
-    run(c, shlex.join([sys.executable, "-m", "pytest", *args]), cwd=Path.cwd() if args else ROOT)
+    # from the root, whose pytest.ini names the suite.
+    run(c, shlex.join([sys.executable, "-m", "pytest", *options, *args]), cwd=Path.cwd() if args else ROOT)
 
 
 @task(help={"revision": "target revision (default head); going back is invoke downgrade"})

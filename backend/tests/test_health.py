@@ -77,6 +77,14 @@ async def test_live_answers_without_database(settings: Settings) -> None:
     assert ready.status_code == 503
 
 
+@pytest.mark.parametrize("path", ["/health", "/health/live"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_other_methods_answer_405_naming_get_and_head(client: httpx.AsyncClient, path: str, method: str) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
 async def test_openapi_documents_get_only(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert set(paths["/health"]) == set(paths["/health/live"]) == {"get"}
