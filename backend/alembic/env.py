@@ -1,6 +1,7 @@
 """Alembic environment: migrations run through the app's async engine settings and models."""
 
 import asyncio
+
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
