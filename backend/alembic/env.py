@@ -3,6 +3,7 @@
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -15,6 +16,8 @@ from app.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+# The advisory lock of this database's migrations: any 64-bit number no other lock of it uses.
+MIGRATION_LOCK = 0x6C69_6665_6261_6C61  # "lifebala"
 settings = get_settings()
 # The service's format and level (app/core/logging.py); in process (the tests), the caller's own.
 if config.attributes.get("configure_logger", True):
@@ -34,12 +37,22 @@ def run_migrations_offline() -> None:
 
 
 def run_sync_migrations(connection: Connection) -> None:
-    # Autogenerate also compares column types and server defaults, not only tables and columns.
-    context.configure(
-        connection=connection, target_metadata=target_metadata, compare_type=True, compare_server_default=True
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    # Any number of processes may migrate at once (replicas, a job, a developer): they take turns
+    # on this lock, so the first applies the migrations and the others find the database at head.
+    # A session's lock, taken and committed before Alembic begins its transaction: within a
+    # transaction Alembic did not begin, it would take that one as the caller's, and never commit.
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+    connection.commit()
+    try:
+        # Autogenerate also compares column types and server defaults, not only tables and columns.
+        context.configure(
+            connection=connection, target_metadata=target_metadata, compare_type=True, compare_server_default=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
 
 
 async def run_migrations_online() -> None:

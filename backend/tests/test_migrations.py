@@ -1,14 +1,21 @@
-"""Alembic against the real test database: round trip, no drift, autogenerate and offline SQL."""
+"""Alembic against the real test database: round trip, no drift, autogenerate, offline SQL, and
+several processes migrating at once."""
 
+import asyncio
+import os
 import shutil
+import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 
+from app.core.config import normalize_database_url
 from app.models import Base
 from devtools.migrations import BACKEND, alembic_config
+from devtools.postgres import recreate_database
 
 
 def test_upgrade_downgrade_round_trip(test_db: str) -> None:
@@ -54,3 +61,81 @@ def test_offline_sql(test_db: str, capsys: pytest.CaptureFixture[str]) -> None:
 def test_metadata_names_constraints() -> None:
     assert Base.metadata.naming_convention["pk"] == "pk_%(table_name)s"
     assert {"ix", "uq", "ck", "fk", "pk"} <= set(Base.metadata.naming_convention)
+
+
+# Migrations of the test's own after the project's: a table with an index and a row, as Phase 2's
+# first will be, then one that takes a while (long enough for the runs to overlap) and adds a row.
+PHASE_TWO_LIKE = """
+import sqlalchemy as sa
+from alembic import op
+
+revision, down_revision, branch_labels, depends_on = "a1", "{down}", None, None
+
+
+def upgrade() -> None:
+    op.create_table("widgets", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+    op.create_index("ix_widgets_name", "widgets", ["name"], unique=True)
+    op.execute("INSERT INTO widgets (name) VALUES ('first')")
+"""
+SLOW = """
+from alembic import op
+
+revision, down_revision, branch_labels, depends_on = "a2", "a1", None, None
+
+
+def upgrade() -> None:
+    op.execute("SELECT pg_sleep(1.5)")
+    op.execute("INSERT INTO widgets (name) VALUES ('second')")
+"""
+
+
+@pytest.mark.parametrize("start", ["empty", "one revision behind"])
+async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, start: str) -> None:
+    scripts = tmp_path / "alembic"
+    shutil.copytree(BACKEND / "alembic", scripts)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    (scripts / "versions" / "a1_widgets.py").write_text(PHASE_TWO_LIKE.format(down=head))
+    (scripts / "versions" / "a2_slow.py").write_text(SLOW)
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        (BACKEND / "alembic.ini")
+        .read_text()
+        .replace("%(here)s/alembic", str(scripts))
+        .replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {BACKEND}")
+    )
+    env = {**os.environ, "DATABASE_URL": test_db}
+
+    async def upgrade(target: str) -> tuple[int | None, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "alembic",
+            "-c",
+            str(ini),
+            "upgrade",
+            target,
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        return process.returncode, output
+
+    await recreate_database(test_db)  # empty: not even the project's initial revision
+    if start == "one revision behind":
+        assert (await upgrade("a1"))[0] == 0
+
+    results = await asyncio.gather(*(upgrade("head") for _ in range(3)))
+
+    assert [code for code, _ in results] == [0, 0, 0], [output.decode() for _, output in results]
+    # What was committed, as another connection sees it: each migration applied once.
+    url = normalize_database_url(test_db).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "a2"
+        names = [row["name"] for row in await connection.fetch("SELECT name FROM widgets ORDER BY id")]
+        assert names == ["first", "second"]
+        assert await connection.fetchval("SELECT to_regclass('ix_widgets_name') IS NOT NULL")
+    finally:
+        await connection.close()
