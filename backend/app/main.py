@@ -1,5 +1,6 @@
 """The FastAPI application: `uvicorn app.main:app`, run from backend/."""
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,25 +13,38 @@ from app import __version__
 from app.api import errors, health
 from app.core.config import Settings, get_settings
 from app.core.database import Database
+from app.core.drain import Drain
 from app.core.logging import RequestLog, configure_logging
+from app.core.migrations import warn_if_behind
 from app.core.probe import DatabaseProbe
 
 
-def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, served: bool = False) -> FastAPI:
+    """The app; `served` for the one a server process runs, which the tests' apps are not."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What routes reach through app/api/deps.py: made once here, released at shutdown.
         database = Database(settings)
         probe = DatabaseProbe(database.probe_engine, settings)
-        app.state.settings, app.state.database, app.state.probe = settings, database, probe
-        if freeze_gc:
+        drain = Drain(settings.drain_period)
+        app.state.settings, app.state.database, app.state.probe, app.state.drain = settings, database, probe, drain
+        checked = None
+        if served:
             # What exists now lives as long as the process: out of the collector's full passes,
             # which were /health's p99 latency under load (bench/README.md).
             gc.collect()
             gc.freeze()
+            drain.install()
+            # In the background: a database that does not answer must not hold the start-up.
+            checked = asyncio.create_task(warn_if_behind(database.engine, settings.db_connect_timeout))
         try:
             yield
         finally:
+            drain.uninstall()
+            if checked is not None:
+                checked.cancel()
+                await asyncio.gather(checked, return_exceptions=True)
             await probe.aclose()
             await database.dispose()
 
@@ -46,6 +60,6 @@ def create_app(settings: Settings, *, freeze_gc: bool = False) -> FastAPI:
 
 settings = get_settings()
 configure_logging(settings)
-# Only the app uvicorn serves freezes the collector: a process that creates many apps (the tests)
-# would keep their garbage for good.
-app = create_app(settings, freeze_gc=True)
+# Only the app uvicorn serves freezes the collector (a process that creates many apps, the tests,
+# would keep their garbage for good) and takes SIGTERM over.
+app = create_app(settings, served=True)

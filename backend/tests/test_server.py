@@ -1,7 +1,9 @@
-"""The app as uvicorn serves it, in a process of its own: HEAD on the wire, and shutdown during an outage."""
+"""The app as uvicorn serves it, in a process of its own: HEAD on the wire, the drain and the shutdown
+(during an outage too), and what it says at start-up of the database's migrations."""
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -9,6 +11,7 @@ import pytest
 
 from app.core.config import Settings
 from devtools.network import Mode, SwitchProxy
+from devtools.postgres import recreate_database
 from tests.harness import served, url_through
 
 # Required: uvicorn's own shutdown and a bounded goodbye to the silent server fit well within it.
@@ -62,3 +65,57 @@ async def test_sigterm_during_an_outage_exits_fast_and_quietly(
     assert elapsed < SHUTDOWN_LIMIT, output
     assert "ERROR" not in output
     assert "Traceback" not in output
+
+
+async def test_sigterm_drains_then_stops(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "uvicorn.log"
+    async with served(settings, log, drain_period=1.5) as server:
+        assert (await server.client.get("/health")).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        await asyncio.sleep(0.2)
+        # Draining: taken out by load balancers, yet serving, on the connections it has and new ones.
+        draining = await server.client.get("/health")
+        assert draining.status_code == 503
+        assert draining.json()["status"] == "error"
+        assert draining.json()["database"] == "connected"
+        assert (await server.client.get("/health/live")).status_code == 200
+        async with httpx.AsyncClient(base_url=server.url) as another:
+            assert (await another.get("/docs")).status_code == 200
+        await server.process.wait()
+        elapsed = time.monotonic() - started
+
+    output = log.read_text()
+    assert 1.5 <= elapsed < 1.5 + SHUTDOWN_LIMIT, output
+    assert server.process.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output
+
+
+async def test_a_second_sigterm_ends_the_drain(settings: Settings, tmp_path: Path) -> None:
+    async with served(settings, tmp_path / "uvicorn.log", drain_period=30) as server:
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert (await server.client.get("/health")).status_code == 503
+        elapsed = await server.stop()  # SIGTERM again
+    assert elapsed < SHUTDOWN_LIMIT
+
+
+@pytest.mark.parametrize("migrated", [True, False], ids=["migrated", "never migrated"])
+async def test_start_up_says_when_the_database_is_behind(
+    settings: Settings, test_db: str, tmp_path: Path, migrated: bool
+) -> None:
+    if not migrated:
+        await recreate_database(test_db)  # empty, not a copy of the migrated template
+    log = tmp_path / "uvicorn.log"
+    async with served(settings, log) as server:
+        # Serving at once, whatever the check finds.
+        assert (await server.client.get("/health")).status_code == 200
+        for _ in range(50):
+            if "run `alembic upgrade head`" in log.read_text():
+                break
+            await asyncio.sleep(0.1)
+    lines = [line for line in log.read_text().splitlines() if "behind this release's migrations" in line]
+    assert len(lines) == (0 if migrated else 1), lines
+    if lines:
+        assert " WARNING app.core.migrations " in lines[0]
+        assert "at revision none (never migrated)" in lines[0]

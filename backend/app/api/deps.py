@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.database import Database
+from app.core.drain import Drain
 from app.core.probe import DatabaseProbe
 
 
@@ -42,8 +43,14 @@ async def get_probe(request: Request) -> DatabaseProbe:
     return probe
 
 
+async def get_drain(request: Request) -> Drain:
+    drain: Drain = request.app.state.drain
+    return drain
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # scope="function": the commit runs when the route returns, not after the response (the default).
 # A yield dependency that takes DbSession needs scope="function" too (FastAPI refuses otherwise).
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 ProbeDep = Annotated[DatabaseProbe, Depends(get_probe)]
+DrainDep = Annotated[Drain, Depends(get_drain)]

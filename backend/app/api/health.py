@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api.deps import ProbeDep, SettingsDep
+from app.api.deps import DrainDep, ProbeDep, SettingsDep
 from app.core.config import Environment
 
 router = APIRouter(tags=["health"])
@@ -36,25 +36,26 @@ class LivenessResponse(BaseModel):
     "/health",
     response_model=HealthResponse,
     summary="Readiness: the service and its database",
-    responses={503: {"model": HealthResponse, "description": "The database is unavailable"}},
+    responses={503: {"model": HealthResponse, "description": "The database is unavailable, or the server is draining"}},
 )
 @router.head("/health", include_in_schema=False)
-async def health(probe: ProbeDep, settings: SettingsDep) -> Response:
+async def health(probe: ProbeDep, drain: DrainDep, settings: SettingsDep) -> Response:
     # A Response of bytes rendered from HealthResponse, rather than the model for FastAPI to
     # validate and serialise: probes arrive constantly, and the body changes once a second at most.
-    available = await probe.is_available()
-    body = render_health(int(time.time()), available, settings.environment)
-    return Response(body, status_code=200 if available else 503, media_type="application/json", headers=NO_STORE)
+    connected = await probe.is_available()
+    ready = connected and not drain.draining
+    body = render_health(int(time.time()), connected, ready, settings.environment)
+    return Response(body, status_code=200 if ready else 503, media_type="application/json", headers=NO_STORE)
 
 
 @lru_cache(maxsize=8)
-def render_health(second: int, available: bool, environment: Environment) -> bytes:
+def render_health(second: int, connected: bool, ready: bool, environment: Environment) -> bytes:
     """The /health body, rendered once per second and state: the timestamp has 1 s resolution."""
     return (
         HealthResponse(
-            status="ok" if available else "error",
+            status="ok" if ready else "error",
             timestamp=datetime.fromtimestamp(second, UTC),
-            database="connected" if available else "disconnected",
+            database="connected" if connected else "disconnected",
             version=__version__,
             environment=environment,
         )

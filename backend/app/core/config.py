@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # How long a check's result answers further probes, so a burst costs one query.
     health_cache_ttl: Annotated[float, Field(ge=0, le=1)] = 1.0
 
+    # On SIGTERM, how long the server goes on serving while /health answers 503, so that a load
+    # balancer stops sending before it stops listening (app/core/drain.py). The runtime image sets 5.
+    drain_period: Annotated[float, Field(ge=0)] = 0.0
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # One JSON object a line, for a log collector, by default in production; readable text otherwise.
     log_format: Literal["text", "json"] = Field(
