@@ -6,6 +6,9 @@ from typing import Any
 from drill import PROBES
 from load import CONNECTIONS
 
+# The inner loop's file: what `invoke test -- FILE` costs a developer between two edits.
+ONE_FILE = "backend/tests/test_health.py"
+
 SERVERS = {
     "app": "/health (this project)",
     "baseline": "baseline (project's shape)",
@@ -64,6 +67,7 @@ def targets(figures: dict[str, Any]) -> list[Target]:
         *(Target(f"{OUTAGES[mode]}: back to connected", recovery(mode), 2, unit="s") for mode in ("refuse", "hang")),
         Target("start-up to first 200", figures["startup_s"]["app"], 1.5, unit="s"),
         Target("test suite, wall", None if suite is None else suite["wall_s"], 20, unit="s"),
+        Target("one test file, wall", None if suite is None else suite["one_file_wall_s"], 2, unit="s"),
     ]
 
 
@@ -108,6 +112,7 @@ def table(figures: dict[str, Any]) -> str:
     suite = figures.get("test_suite")
     if suite is not None:
         out.append(f"Test suite: {suite['wall_s']:.1f} s wall, exit {suite['exit_code']} ({suite['summary']})")
+        out.append(f"One test file ({ONE_FILE}), its second run: {suite['one_file_wall_s']:.1f} s wall")
     out += ["", f"Targets:\n  {'target':<40}{'figure':>10}{'limit':>12}  met"]
     marks = {True: "yes", False: "NO", None: "not measured"}
     for row in figures["targets"]:

@@ -257,6 +257,16 @@ async def recreate_database(url: str, template: str | None = None) -> None:
         await connection.close()
 
 
+async def next_transaction_id(url: str) -> int:
+    """The id the next writing transaction on the server `url` names will take: unchanged, nothing
+    has been written anywhere on it meanwhile (every write takes one; a bare nextval() does not)."""
+    connection = await _admin(url)
+    try:
+        return int(await connection.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+    finally:
+        await connection.close()
+
+
 async def drop_database(url: str) -> None:
     connection = await _admin(url)
     try:
