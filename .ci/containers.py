@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTAINER_ENV = ROOT.parent / "shared/tools/container-env"
+CONTAINER_ENV = "../shared/tools/container-env"  # from ROOT
 IMAGES = ("python:3.11-slim", "postgres:15")
 DEVCONTAINER_CLI = "0.89.0"
 # Pinned to a commit of devcontainers/spec (the last to change this schema; the spec repo has no
@@ -55,7 +55,6 @@ SCHEMA_URL = (
 SHARED_SCHEMA = ROOT.parent / "shared/schemas/devContainer.base.schema.json"
 DC_FILES = ("-f", "docker-compose.yml", "-f", ".devcontainer/docker-compose.yml")
 DB = "lifebalance"
-EDIT = "# edited by .ci/containers.py\n"
 # The Dev Containers CLI fails for a uid with no passwd entry (node's os.userInfo, then `id -un`):
 # as root, the passwd and group files given first are bound over /etc's in a mount namespace that
 # only the command sees, so the machine gets no account.
@@ -124,6 +123,8 @@ class Journey:
         self.project = f"lifebalance-ci-{secrets.token_hex(3)}"
         self.dc_project = f"{self.project}-devcontainer"
         self.runtime = f"{self.project}-runtime"  # its compose project, image and container
+        # Unique, so that a rebuild after it never finds the layers of an earlier run's same edit.
+        self.edit = f"# edited by .ci/containers.py in {self.project}\n"
         self.work = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
         self.work.chmod(0o755)  # the devcontainer's host user reaches its clone in here
         self.logs, self.clone = self.work / "logs", self.work / "lifebalance-backend"
@@ -281,9 +282,9 @@ class Journey:
     def toolchain(self) -> None:
         """container toolchain (Docker and images, else container-env; devcontainer CLI; Chrome)"""
         if not (self.ok("docker", "info") and self.ok("docker", "compose", "version")):
-            check(CONTAINER_ENV.exists(), "needs Docker with Compose v2 and the images " + ", ".join(IMAGES))
+            check((ROOT / CONTAINER_ENV).exists(), "needs Docker with Compose v2 and the images " + ", ".join(IMAGES))
             was_running = self.ok("docker", "info")
-            self.as_root(str(CONTAINER_ENV), "engine")
+            self.as_root(str(ROOT / CONTAINER_ENV), "engine")
             if not was_running:  # container-env started dockerd, with nohup: this run stops it
                 self.dockerd = int(Path("/var/run/docker.pid").read_text())
                 check(Path(f"/proc/{self.dockerd}/comm").read_text().strip() == "dockerd", "dockerd's pid")
@@ -292,7 +293,7 @@ class Journey:
         if not all(
             self.ok("docker", "pull", "-q", i) or self.ok("docker", "image", "inspect", "-f", kept, i) for i in IMAGES
         ):
-            self.as_root(str(CONTAINER_ENV), "images")
+            self.as_root(str(ROOT / CONTAINER_ENV), "images")
         if self.quiet("devcontainer", "--version") != DEVCONTAINER_CLI:
             npm = ("npm", "install", "--prefix", str(self.work / "npm"), "--global", "--no-audit", "--no-fund")
             self.run(*npm, f"@devcontainers/cli@{DEVCONTAINER_CLI}")
@@ -376,7 +377,7 @@ class Journey:
         original = main.read_text()
         since = ("docker", "compose", "logs", "--since", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "app")
         t0 = time.monotonic()
-        main.write_text(original + EDIT)
+        main.write_text(original + self.edit)
         # From the edit to the new server process ready (the logs asked every tenth of a second).
         while "Application startup complete" not in self.quiet(*since):
             check(time.monotonic() - t0 < 30, "no restart within 30 s")
@@ -392,7 +393,7 @@ class Journey:
         """Time `docker compose build app` once the file changed, then restore it."""
         file = self.clone / path
         original = file.read_text()
-        file.write_text(original + EDIT)
+        file.write_text(original + self.edit)
         t0 = time.monotonic()
         self.run("docker", "compose", "build", "app")
         self.timing(f"docker compose build app after {what}", t0, target)
