@@ -209,8 +209,11 @@ class Journey:
         try:
             with log.open("w") as self.log:
                 fn()
-        except Exception as e:  # a failed check or command, or a bug: the log says which
+        except BaseException as e:
             self.results.append(f"FAIL {time.monotonic() - t0:4.0f}s  {name}")
+            if not isinstance(e, Exception):  # interrupted: straight to the teardown
+                raise
+            # A failed check or command, or a bug: the log says which.
             print(f"FAILED ({e}): {name}; last lines of its log:")
             print("\n".join(f"    | {line}" for line in log.read_text(errors="replace").splitlines()[-60:]))
             raise Failed(name) from e
