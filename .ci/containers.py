@@ -8,9 +8,10 @@
 3. docker compose up, cold; /health from the host; invoke test in the app service; hot reload;
    rebuilds after a lock edit and after a code edit; /docs and /redoc rendered in headless Chrome;
    data kept across down + up; the runtime image (root-owned, lean, healthy); down -v.
-4. devcontainer up, cold, as a host uid that is neither root nor 1000, so the CLI remaps the
-   container user's uid; that user owns what it writes and can update the environment; inside:
-   invoke migrate, invoke test (development data untouched), pre-commit, invoke serve and /health.
+4. devcontainer up, cold, as a host user other than root (as root, an unused uid above 1000), so
+   the CLI remaps the container user's uid; that user owns what it writes and can update the
+   environment; inside: invoke migrate, invoke test (development data untouched), pre-commit,
+   invoke serve and /health.
 
 It works on a fresh clone of HEAD, as a new user would: uncommitted changes are not part of it.
 "Cold" is as on a new machine with the base images pulled: no layer cache and an empty uv download
