@@ -303,7 +303,8 @@ class Journey:
             self.run(*npm, f"@devcontainers/cli@{DEVCONTAINER_CLI}")
         if not self.chrome:  # GitHub's runners have Google Chrome; elsewhere Debian's chromium.
             self.as_root("apt-get", "update", "-qq")
-            self.as_root("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "chromium")
+            apt = ("apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium")
+            self.as_root("env", "DEBIAN_FRONTEND=noninteractive", *apt)
             self.chrome = shutil.which("chromium") or ""
         self.run("docker", "version", "--format", "Docker {{.Server.Version}}")
         self.run("docker", "compose", "version")
