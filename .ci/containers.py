@@ -32,7 +32,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -97,18 +96,6 @@ def check(ok: bool, what: str) -> None:
         raise Failed(what)
 
 
-def free_port(preferred: int) -> int:
-    """The preferred port if free, else any free one: a busy 8000 or 5432 does not fail the run."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise Failed("no free port")
-
-
 def unused_uid() -> int:
     taken = {line.split(":")[2] for f in ("/etc/passwd", "/etc/group") for line in Path(f).read_text().splitlines()}
     return next(uid for uid in range(1001, 60000) if str(uid) not in taken)
@@ -137,7 +124,7 @@ class Journey:
         self.timings: list[str] = []
         self.dockerd = 0  # the pid of the engine this run started, if it started one
         self.chrome = ""
-        self.api = f"http://127.0.0.1:{free_port(8000)}"
+        self.api = ""  # where compose published the app, once it is up
         self.password = f"ci-{secrets.token_hex(8)}"
         path = [str(self.work / "npm/bin"), os.environ["PATH"]]  # the Dev Containers CLI, if this run installs it
         if (ROOT / ".venv/bin/check-jsonschema").exists():
@@ -149,8 +136,10 @@ class Journey:
             "TMPDIR": str(self.work / "tmp"),
             "npm_config_cache": str(self.work / "npm-cache"),
             "COMPOSE_PROJECT_NAME": self.project,
-            "APP_PORT": self.api.rsplit(":", 1)[1],
-            "POSTGRES_PORT": str(free_port(5432)),
+            # Ports that Docker picks free as it binds them: a busy 8000 or 5432, or one taken while
+            # the run builds, does not fail the run.
+            "APP_PORT": "0",
+            "POSTGRES_PORT": "0",
             **{"POSTGRES_USER": DB, "POSTGRES_DB": DB, "POSTGRES_PASSWORD": self.password},
         }
         # The CLI gives the container user the host user's uid, except for root, which is not a case
@@ -268,7 +257,7 @@ class Journey:
     def announce(self) -> None:
         engine = self.quiet("docker", "info", "--format", "{{.ServerVersion}}")
         self.chrome = shutil.which("google-chrome") or shutil.which("chromium") or ""
-        print(f"Container journey {self.project}: app on {self.api}, postgres on 127.0.0.1:{self.env['POSTGRES_PORT']}")
+        print(f"Container journey {self.project}")
         print("Installs on this machine, to stay:")
         print(f"  - the images {' and '.join(IMAGES)}, pulled when a registry answers, else stand-ins built")
         print(f"    by {CONTAINER_ENV} images; Docker's build cache keeps the layers its builds add")
@@ -354,6 +343,7 @@ class Journey:
     def compose_up_wait(self) -> None:
         try:
             self.run("docker", "compose", "up", "--wait", "--wait-timeout", "300")
+            self.api = "http://" + self.run("docker", "compose", "port", "app", "8000", out=True)
         except Failed:  # what it left: the states, then the app's log last
             self.ok("docker", "compose", "ps", "-a")
             self.ok("docker", "compose", "logs", "--tail", "20", "postgres")
@@ -368,7 +358,7 @@ class Journey:
         self.compose_up_wait()
         self.timing("cold docker compose build --no-cache, up --wait", t0, 20)
         self.run("docker", "compose", "ps")
-        self.note(self.health_ok(f"{self.api}/health"))
+        self.note(f"{self.api}/health: {self.health_ok(f'{self.api}/health')}")
         # The dev image's own command applied the migrations before serving.
         self.pg("SELECT version_num FROM alembic_version")
 
