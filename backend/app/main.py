@@ -15,7 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.database import Database
 from app.core.drain import Drain
 from app.core.logging import RequestLog, configure_logging
-from app.core.migrations import warn_if_behind
+from app.core.migrations import report_revision
 from app.core.probe import DatabaseProbe
 
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, served: bool = False) -> FastAPI:
             gc.freeze()
             drain.install()
             # In the background: a database that does not answer must not hold the start-up.
-            checked = asyncio.create_task(warn_if_behind(database.engine, settings.db_connect_timeout))
+            checked = asyncio.create_task(report_revision(database.engine, settings.db_connect_timeout))
         try:
             yield
         finally:

@@ -1,7 +1,8 @@
-"""Alembic against the real test database: round trip, no drift, autogenerate, offline SQL, and
-several processes migrating at once."""
+"""Alembic against the real test database: round trip, no drift, autogenerate, offline SQL, several
+processes migrating at once, and what the server says at start-up of where the database stands."""
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -11,11 +12,17 @@ import asyncpg
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.config import normalize_database_url
+from app.core.config import Settings, normalize_database_url
+from app.core.database import Database
+from app.core.migrations import report_revision
 from app.models import Base
 from devtools.migrations import BACKEND, alembic_config
+from devtools.network import free_port
 from devtools.postgres import recreate_database
+from tests.harness import url_at
 
 
 def test_upgrade_downgrade_round_trip(test_db: str) -> None:
@@ -84,7 +91,7 @@ revision, down_revision, branch_labels, depends_on = "a2", "a1", None, None
 
 
 def upgrade() -> None:
-    op.execute("SELECT pg_sleep(1.5)")
+    op.execute("SELECT pg_sleep(1.0)")
     op.execute("INSERT INTO widgets (name) VALUES ('second')")
 """
 
@@ -139,3 +146,37 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
         assert await connection.fetchval("SELECT to_regclass('ix_widgets_name') IS NOT NULL")
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "level", "says"),
+    [
+        ("at head", logging.INFO, "at this release's migrations (revision "),
+        ("never migrated", logging.WARNING, "at revision none (never migrated), behind this release's migrations"),
+        ("past head", logging.INFO, "at revision f00dfeed, past this release's migrations"),
+    ],
+)
+async def test_start_up_says_where_the_database_stands(
+    engine: AsyncEngine, test_db: str, caplog: pytest.LogCaptureFixture, state: str, level: int, says: str
+) -> None:
+    if state == "never migrated":
+        await recreate_database(test_db)  # empty, not a copy of the migrated template
+        await engine.dispose()
+    elif state == "past head":
+        async with engine.begin() as connection:  # as a newer release's migration leaves it
+            await connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    with caplog.at_level(logging.INFO, logger="app.core.migrations"):
+        await report_revision(engine, connect_timeout=5)
+    assert [(record.levelno, says in record.getMessage()) for record in caplog.records] == [(level, True)]
+
+
+async def test_start_up_says_nothing_of_a_database_it_cannot_reach(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = Database(settings.model_copy(update={"database_url": url_at(free_port())}))
+    try:
+        with caplog.at_level(logging.INFO, logger="app.core.migrations"):
+            await report_revision(database.engine, connect_timeout=5)
+    finally:
+        await database.dispose()
+    assert not caplog.records  # /health says the database is unavailable, once per change

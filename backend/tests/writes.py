@@ -96,6 +96,6 @@ def create_app() -> FastAPI:
     """The app with these routes, as uvicorn's --factory builds it (from the environment's settings)."""
     from app.main import create_app as create_project_app
 
-    app = create_project_app(get_settings())
+    app = create_project_app(get_settings(), served=True)
     app.include_router(router)
     return app

@@ -2,17 +2,16 @@
 
 The server never migrates on its own: a release runs `alembic upgrade head` once, before the new
 replicas start (deploy/README.md). A replica started on a database its migrations have not reached
-says so in one line, and serves anyway; during a rolling release, a replica of the release before
-finds a database already migrated past its own head, which expand-then-contract migrations allow.
+warns, and serves anyway; during a rolling release, a replica of the release before finds the
+database migrated past its own head, which expand-then-contract migrations allow.
 """
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,20 +20,35 @@ ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 logger = logging.getLogger(__name__)
 
 
-async def warn_if_behind(engine: AsyncEngine, connect_timeout: float) -> None:
-    """One line if the database lacks migrations of this release. Nothing if it has them all, or
-    more (a newer release's), or cannot be reached: /health reports that, and this gives up."""
-    script = await asyncio.to_thread(ScriptDirectory.from_config, Config(ALEMBIC_INI))
+async def report_revision(engine: AsyncEngine, connect_timeout: float) -> None:
+    """One line: at this release's head, behind it (a warning), or past it. Nothing if the database
+    cannot be reached: /health reports that, and this gives up."""
     try:
         async with asyncio.timeout(connect_timeout), engine.connect() as connection:
-            current = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
+            # Alembic's table, read directly: where the database stands, or nowhere yet.
+            current: list[str] = []
+            if await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+                current = list(await connection.scalars(text("SELECT version_num FROM alembic_version")))
     except (OSError, TimeoutError, DBAPIError):
         return
-    heads = set(script.get_heads())
-    known = {revision.revision for revision in script.walk_revisions()}
-    if set(current) != heads and set(current) <= known:
+    await asyncio.to_thread(_report, current)
+
+
+def _report(current: Sequence[str]) -> None:
+    # Alembic is imported here, in a thread, not with the app: it is a quarter of a second of every
+    # process's start-up, and the server answers meanwhile.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(Config(ALEMBIC_INI))
+    heads, at = set(script.get_heads()), ", ".join(current) or "none (never migrated)"
+    if set(current) == heads:
+        logger.info("The database is at this release's migrations (revision %s)", at)
+    elif set(current) <= {revision.revision for revision in script.walk_revisions()}:
         logger.warning(
             "The database is at revision %s, behind this release's migrations (%s): run `alembic upgrade head`",
-            ", ".join(current) or "none (never migrated)",
+            at,
             ", ".join(sorted(heads)),
         )
+    else:
+        logger.info("The database is at revision %s, past this release's migrations: a newer release's", at)
