@@ -107,8 +107,8 @@ def no_warnings(output: str) -> None:
 
 
 class Journey:
-    def __init__(self) -> None:
-        self.project = f"lifebalance-ci-{secrets.token_hex(3)}"
+    def __init__(self, kind: str = "ci") -> None:
+        self.project = f"lifebalance-{kind}-{secrets.token_hex(3)}"
         self.dc_project = f"{self.project}-devcontainer"
         self.runtime = f"{self.project}-runtime"  # its compose project, image and container
         # Unique, so that a rebuild after it never finds the layers of an earlier run's same edit.
@@ -155,7 +155,7 @@ class Journey:
         """Run cmd in the current folder, its output in the step's log. Returns its stdout if out, and
         its stderr with it if merge (the output that must have warned of nothing)."""
         print(f"$ {shlex.join(cmd)}", file=self.log, flush=True)
-        result = subprocess.run(  # noqa: S603 (the commands are this file's own)
+        result = subprocess.run(
             [*self.as_user, *cmd] if user else cmd,
             cwd=self.cwd,
             env=self.user_env if user else self.env,
@@ -181,7 +181,7 @@ class Journey:
     def quiet(self, *cmd: str) -> str:
         """A value a command prints, without its stderr; empty if it failed."""
         try:
-            result = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True, check=False)  # noqa: S603
+            result = subprocess.run(cmd, cwd=self.cwd, env=self.env, capture_output=True, text=True, check=False)
         except OSError:
             return ""
         return result.stdout.strip() if result.returncode == 0 else ""
@@ -272,10 +272,11 @@ class Journey:
         if self.quiet("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"):
             print("note: uncommitted changes are not part of this run")
 
-    def toolchain(self) -> None:
-        """container toolchain (Docker and images, else container-env; devcontainer CLI; Chrome)"""
+    def engine(self, images: tuple[str, ...] = IMAGES) -> None:
+        """This machine's Docker with Compose v2, else container-env's engine (stopped at the end if
+        this run started it); the images, pulled, else already here, else container-env's stand-ins."""
         if not (self.ok("docker", "info") and self.ok("docker", "compose", "version")):
-            check((ROOT / CONTAINER_ENV).exists(), "needs Docker with Compose v2 and the images " + ", ".join(IMAGES))
+            check((ROOT / CONTAINER_ENV).exists(), "needs Docker with Compose v2 and the images " + ", ".join(images))
             was_running = self.ok("docker", "info")
             self.as_root(str(ROOT / CONTAINER_ENV), "engine")
             if not was_running:  # container-env started dockerd, with nohup: this run stops it
@@ -284,9 +285,13 @@ class Journey:
         # The registry's image, else one already here (a stand-in where no registry answers).
         kept = "{{index .RepoTags 0}}: {{.Id}}, kept (no registry answered)"
         if not all(
-            self.ok("docker", "pull", "-q", i) or self.ok("docker", "image", "inspect", "-f", kept, i) for i in IMAGES
+            self.ok("docker", "pull", "-q", i) or self.ok("docker", "image", "inspect", "-f", kept, i) for i in images
         ):
             self.as_root(str(ROOT / CONTAINER_ENV), "images")
+
+    def toolchain(self) -> None:
+        """container toolchain (Docker and images, else container-env; devcontainer CLI; Chrome)"""
+        self.engine()
         if self.quiet("devcontainer", "--version") != DEVCONTAINER_CLI:
             npm = ("npm", "install", "--prefix", str(self.work / "npm"), "--global", "--no-audit", "--no-fund")
             self.run(*npm, f"@devcontainers/cli@{DEVCONTAINER_CLI}")
