@@ -119,6 +119,7 @@ class Drill(Journey):
         self.env.update(COMPOSE_FILE="compose.prod.yml", COMPOSE_PROFILES="postgres", IMAGE=self.project)
         self.env.update(HTTP_PORT="0")
         self.url = ""
+        self.machine = ""
         self.haproxy = ""  # the HAProxy container's address, for its stats page
         self.loads: list[Load] = []
         self.follower: subprocess.Popen[str] | None = None
@@ -219,6 +220,10 @@ class Drill(Journey):
         check(shutil.which("wrk") is not None, "wrk is not installed: apt-get install wrk (.ci/run does)")
         self.run("docker", "version", "--format", "Docker {{.Server.Version}}")
         self.run("docker", "compose", "version")
+        docker = self.run("docker", "version", "--format", "{{.Server.Version}}", out=True)
+        compose = self.run("docker", "compose", "version", "--short", out=True)
+        haproxy = self.run("docker", "run", "--rm", "--name", f"{self.project}-version", "haproxy:2.6", "-v", out=True)
+        self.machine = f"{os.cpu_count()} cores, Docker {docker}, Compose {compose}, {' '.join(haproxy.split()[:3])}"
 
     def fresh_clone(self) -> None:
         """fresh clone of HEAD"""
@@ -396,9 +401,8 @@ class Drill(Journey):
         return rows
 
     def report(self) -> str:
-        machine = f"{os.cpu_count()} cores, Docker {self.quiet('docker', 'version', '--format', '{{.Server.Version}}')}"
         out = [
-            f"Production drill, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}",
+            f"Production drill, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {self.machine or f'{os.cpu_count()} cores'}",
             f"Load: wrk, {CONNECTIONS} connections through HAProxy, GET /health and POST /health in turn, "
             f"{PAUSE_MS} ms after each answer",
             f"  {'scenario':<34}{'sent':>6}  {'answers':<34}{'socket errors':<15}{'dropped':>7}{'retried':>9}",
@@ -406,7 +410,8 @@ class Drill(Journey):
         for f in [*self.scenarios, *([self.outage["figures"]] if self.outage else [])]:
             socket = ", ".join(f"{k} {n}" for k, n in f.socket_errors.items()) or "0"
             out.append(f"  {f.name:<34}{f.sent:>6}  {f.answers():<34}{socket:<15}{f.dropped:>7}{f.retries:>9}")
-        out.append("  (sent includes the requests still in flight when the load stopped; retried: HAProxy's retries)")
+        out.append("  sent counts the requests in flight when the load stopped; retried: HAProxy's retries (GET, HEAD)")
+        out.append("  e is no target: while no replica reaches its database, HAProxy answers 503 itself")
         if self.outage:
             out.append(
                 f"Database outage: down {self.outage['down_s']:.1f} s; from pg_isready's first success to the "
