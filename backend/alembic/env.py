@@ -2,6 +2,7 @@
 
 import asyncio
 
+import asyncpg
 from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -63,7 +64,9 @@ async def run_migrations_online() -> None:
     try:
         try:
             connection = await engine.connect()
-        except (OSError, TimeoutError, SQLAlchemyError) as error:
+        # A refused login (a wrong password, an unknown role) is the driver's own error: SQLAlchemy
+        # wraps what goes wrong once connected, not while connecting.
+        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError) as error:
             raise SystemExit(f"Cannot connect to {settings.masked_database_url}: {describe_error(error)}") from None
         try:
             await connection.run_sync(run_sync_migrations)

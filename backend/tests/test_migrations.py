@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def test_autogenerate_writes_a_formatted_revision(test_db: str, tmp_path: Path) 
     assert "op." not in source, "an unchanged schema should give an empty migration"
     assert "import sqlalchemy as sa" not in source, "ruff's post-write hook should drop unused imports"
     assert not any(line != line.rstrip() for line in source.splitlines())
+
+
+def test_a_refused_login_stops_the_migration_in_one_line(test_db: str) -> None:
+    # A role the server does not know, refused as a wrong password is: while connecting.
+    url = normalize_database_url(test_db).set(username="no_such_role").render_as_string(hide_password=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=BACKEND,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Cannot connect to postgresql+asyncpg://no_such_role"), last
 
 
 def test_offline_sql(test_db: str, capsys: pytest.CaptureFixture[str]) -> None:
