@@ -218,12 +218,11 @@ class Drill(Journey):
         """toolchain: Docker with Compose v2 (else container-env), the images, wrk"""
         self.engine(IMAGES)
         check(shutil.which("wrk") is not None, "wrk is not installed: apt-get install wrk (.ci/run does)")
-        self.run("docker", "version", "--format", "Docker {{.Server.Version}}")
-        self.run("docker", "compose", "version")
         docker = self.run("docker", "version", "--format", "{{.Server.Version}}", out=True)
         compose = self.run("docker", "compose", "version", "--short", out=True)
         haproxy = self.run("docker", "run", "--rm", "--name", f"{self.project}-version", "haproxy:2.6", "-v", out=True)
         self.machine = f"{os.cpu_count()} cores, Docker {docker}, Compose {compose}, {' '.join(haproxy.split()[:3])}"
+        self.note(self.machine)
 
     def fresh_clone(self) -> None:
         """fresh clone of HEAD"""
