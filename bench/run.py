@@ -88,6 +88,8 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
     await proxy.start()
     # The app reaches its database through the proxy, so the drill can take it away and bring it back.
     app_env = {
+        # The request log as production writes it: one JSON object a line.
+        "LOG_FORMAT": "json",
         "DATABASE_URL": make_url(app_db)
         .difference_update_query(["host"])
         .set(host="127.0.0.1", port=proxy.port)
@@ -102,8 +104,8 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
     servers: list[Server] = []
     try:
         # Started one after the other, so no start-up time includes another server's. The app runs
-        # as it is served (logging.json, the request log at LOG_LEVEL INFO); "quiet" is the same app
-        # with LOG_LEVEL=WARNING, which writes no request log: the pair shows what the log costs.
+        # as it is served (logging.json, the request log at LOG_LEVEL INFO, in JSON); "quiet" is the
+        # same app with LOG_LEVEL=WARNING, which writes no request log: the pair shows what it costs.
         as_served = partial(start_server, app="app.main:app", app_dir=BACKEND, log_dir=log_dir)
         app = await as_served("app", env=app_env, options=("--log-config", "logging.json"))
         quiet_env = {**app_env, "LOG_LEVEL": "WARNING"}

@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api import errors, health
+from app.api.deps import Readiness
 from app.core.config import Settings, get_settings
 from app.core.database import Database
 from app.core.drain import Drain
@@ -28,7 +29,8 @@ def create_app(settings: Settings, *, served: bool = False) -> FastAPI:
         database = Database(settings)
         probe = DatabaseProbe(database.probe_engine, settings)
         drain = Drain(settings.drain_period)
-        app.state.settings, app.state.database, app.state.probe, app.state.drain = settings, database, probe, drain
+        app.state.settings, app.state.database = settings, database
+        app.state.readiness = Readiness(probe, drain)
         checked = None
         if served:
             # What exists now lives as long as the process: out of the collector's full passes,

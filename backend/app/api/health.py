@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api.deps import DrainDep, ProbeDep, SettingsDep
+from app.api.deps import ReadinessDep, SettingsDep
 from app.core.config import Environment
 
 router = APIRouter(tags=["health"])
@@ -39,11 +39,11 @@ class LivenessResponse(BaseModel):
     responses={503: {"model": HealthResponse, "description": "The database is unavailable, or the server is draining"}},
 )
 @router.head("/health", include_in_schema=False)
-async def health(probe: ProbeDep, drain: DrainDep, settings: SettingsDep) -> Response:
+async def health(readiness: ReadinessDep, settings: SettingsDep) -> Response:
     # A Response of bytes rendered from HealthResponse, rather than the model for FastAPI to
     # validate and serialise: probes arrive constantly, and the body changes once a second at most.
-    connected = await probe.is_available()
-    ready = connected and not drain.draining
+    connected = await readiness.probe.is_available()
+    ready = connected and not readiness.drain.draining
     body = render_health(int(time.time()), connected, ready, settings.environment)
     return Response(body, status_code=200 if ready else 503, media_type="application/json", headers=NO_STORE)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from asgi_correlation_id import CorrelationIdFilter
 from pythonjsonlogger.core import RESERVED_ATTRS
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.config import Settings, get_settings
@@ -41,7 +41,7 @@ def handler() -> logging.Handler:
         # uvicorn repeats some messages with terminal colours in `color_message`.
         skipped = [*RESERVED_ATTRS, "color_message"]
         fields = ["levelname", "name", "message", "correlation_id"]
-        stream.setFormatter(JsonFormatter(fields, rename_fields=renamed, reserved_attrs=skipped, timestamp="time"))
+        stream.setFormatter(OrjsonFormatter(fields, rename_fields=renamed, reserved_attrs=skipped, timestamp="time"))
     else:
         stream.setFormatter(logging.Formatter(TEXT))
     return stream
