@@ -93,7 +93,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         "DATABASE_URL": make_url(app_db)
         .difference_update_query(["host"])
         .set(host="127.0.0.1", port=proxy.port)
-        .render_as_string(hide_password=False)
+        .render_as_string(hide_password=False),
     }
     per_request_env = {
         "DATABASE_URL": make_url(with_database(server_url, PER_REQUEST_DATABASE))
