@@ -348,7 +348,8 @@ class Drill(Journey):
             check(error.code == 404, f"{path}: {error.code}")
             echoed = error.headers["X-Request-ID"] or ""
         time.sleep(1)
-        line = next((json.loads(x) for x in self.compose_logs(*REPLICAS) if f'"path": "{path}"' in x), None)
+        logged = (json.loads(x) for x in self.compose_logs(*REPLICAS) if path in x)
+        line = next((entry for entry in logged if entry.get("path") == path), None)
         check(line is not None, f"no request log line for {path}")
         assert line is not None
         proxied = next((x for x in self.compose_logs("haproxy") if f"GET {path} " in x), "")

@@ -44,7 +44,7 @@ async def test_every_line_is_one_json_object_with_workers_or_reload(
         servers = 2 if "--workers" in options else 1
         # Each server process says where the database stands, in the background of its start-up.
         for _ in range(100):
-            if log.read_text().count('"logger": "app.core.migrations"') == servers:
+            if len(re.findall(r'"logger":\s*"app.core.migrations"', log.read_text())) == servers:
                 break
             await asyncio.sleep(0.1)
 
