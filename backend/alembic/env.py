@@ -22,7 +22,7 @@ MIGRATION_LOCK = 0x6C69_6665_6261_6C61  # "lifebala"
 settings = get_settings()
 # The service's format and level (app/core/logging.py); in process (the tests), the caller's own.
 if config.attributes.get("configure_logger", True):
-    configure_logging(settings)
+    configure_logging()
 
 
 def run_migrations_offline() -> None:

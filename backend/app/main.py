@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, served: bool = False) -> FastAPI:
 
 
 settings = get_settings()
-configure_logging(settings)
+configure_logging()
 # Only the app uvicorn serves freezes the collector (a process that creates many apps, the tests,
 # would keep their garbage for good) and takes SIGTERM over.
 app = create_app(settings, served=True)

@@ -2,7 +2,10 @@
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 from app.core.config import Settings
 from devtools.network import free_port
 from tests.harness import served, url_at
+
+BACKEND = Path(__file__).resolve().parents[1]
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \[(\S+)\] ")
 
@@ -92,3 +97,20 @@ async def test_log_level_governs_uvicorn_too(settings: Settings, tmp_path: Path)
     levels = [TEXT_LINE.match(line) for line in log.read_text().splitlines()]
     assert levels, "the database's outage is a warning"
     assert {match.group(1) for match in levels if match} == {"WARNING"}, log.read_text()
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_the_log_config_alone_sets_the_level(level: str) -> None:
+    """As uvicorn's processes that never import the app have it: no line below LOG_LEVEL is even made,
+    and uvicorn does not wrap an app in its logger of every ASGI message (which lets TRACE through)."""
+    script = (
+        "import logging, uvicorn\n"
+        "config = uvicorn.Config('starlette.applications:Starlette', factory=True, log_config='logging.json',"
+        " proxy_headers=False)\n"
+        "config.load()\n"
+        "print(logging.getLevelName(logging.getLogger('uvicorn.error').getEffectiveLevel()),"
+        " type(config.loaded_app).__name__)\n"
+    )
+    env = {**os.environ, "LOG_LEVEL": level}
+    shown = subprocess.run([sys.executable, "-c", script], cwd=BACKEND, env=env, capture_output=True, text=True)
+    assert shown.stdout.split() == [level, "Starlette"], shown.stderr

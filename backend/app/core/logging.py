@@ -18,7 +18,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.config import Settings, get_settings
+from app.core.config import get_settings
 
 LOG_CONFIG = Path(__file__).resolve().parents[2] / "logging.json"
 TEXT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"
@@ -32,6 +32,10 @@ requests = logging.getLogger("app.request")
 def handler() -> logging.Handler:
     """The service's one handler, made from the settings (the factory backend/logging.json names)."""
     settings = get_settings()
+    # LOG_LEVEL is the root's level, not only the handler's: a line below it is then never made.
+    # Every process builds its handler here, uvicorn's included, and uvicorn wraps the app in a
+    # logger of every ASGI message when its loggers' effective level lets TRACE through.
+    logging.getLogger().setLevel(settings.log_level)
     stream = logging.StreamHandler()
     stream.setLevel(settings.log_level)
     # The request id of the request a line was written for, or "-".
@@ -47,9 +51,8 @@ def handler() -> logging.Handler:
     return stream
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging() -> None:
     logging.config.dictConfig(json.loads(LOG_CONFIG.read_text()))
-    logging.getLogger().setLevel(settings.log_level)
     # Whether or not uvicorn was told --no-access-log: the request log below replaces it.
     logging.getLogger("uvicorn.access").disabled = True
 
