@@ -3,8 +3,9 @@
 An APIRouter added with include_router, one async dependency through an Annotated alias, a
 pydantic response model of three fields, with a timestamp computed per request, and the middleware
 every request of the app goes through (the request id, the request log); nothing cached. /health
-must cost no more than this. Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`,
-with backend/ on PYTHONPATH.
+must cost no more than this. Run by bench/run.py as `uvicorn baseline_app:app --app-dir bench`
+with backend/ on PYTHONPATH and the app's environment and `--log-config`, so that its request log
+is on as the app's is.
 """
 
 from datetime import UTC, datetime

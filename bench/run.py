@@ -1,12 +1,13 @@
 """`invoke bench`: the project's /health under load and through a database outage, beside references.
 
-Runs a PostgreSQL (the configured one, else an embedded one) and four one-worker uvicorn servers
-on 127.0.0.1: the project's app; the baseline, the cheapest endpoint of the project's own shape
-(no database); a bare FastAPI endpoint, for information; and the per-request pattern most
-templates use. It loads each with wrk, counts the app's database work from PostgreSQL's
+Runs a PostgreSQL (the configured one, else an embedded one) and five one-worker uvicorn servers
+on 127.0.0.1: the project's app, as production logs; the same app without its request log; the
+baseline, the cheapest endpoint of the project's own shape (no database); a bare FastAPI endpoint,
+for information; and the per-request pattern most templates use. It loads each with wrk (the pair
+on a route the request log writes a line for), counts the app's database work from PostgreSQL's
 statistics, drills a refusing and a hanging database, connections ended by the server and a
-failover, times start-up and the test suite, then prints a table of the figures and their
-targets, and writes the same figures as JSON.
+failover, times start-up, the test suite and one test file, then prints a table of the figures
+and their targets, and writes the same figures as JSON.
 
     python bench/run.py [--quick] [--json PATH]
 
@@ -111,10 +112,16 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         quiet_env = {**app_env, "LOG_LEVEL": "WARNING"}
         quiet = await as_served("quiet", env=quiet_env, options=("--log-config", "logging.json"))
         servers += [app, quiet]
-        # The baseline has the project's middleware, from backend/.
-        references = {"baseline": {"PYTHONPATH": str(BACKEND)}, "bare": {}}
-        for name, env in references.items():
-            servers.append(await start_server(name, f"{name}_app:app", app_dir=BENCH, env=env, log_dir=log_dir))
+        # The baseline has the project's middleware, from backend/, and its logging as the app has
+        # it, so that its request log is on too (and, like the app's, leaves successful probes out).
+        baseline_env = {**app_env, "PYTHONPATH": str(BACKEND)}
+        logged_as_app = ("--log-config", str(BACKEND / "logging.json"))
+        servers.append(
+            await start_server(
+                "baseline", "baseline_app:app", app_dir=BENCH, env=baseline_env, options=logged_as_app, log_dir=log_dir
+            )
+        )
+        servers.append(await start_server("bare", "bare_app:app", app_dir=BENCH, env={}, log_dir=log_dir))
         servers.append(
             await start_server(
                 "per-request", "per_request_app:app", app_dir=BENCH, env=per_request_env, log_dir=log_dir
