@@ -21,9 +21,9 @@ from app.core.database import Database
 from app.core.migrations import report_revision
 from app.models import Base
 from devtools.migrations import BACKEND, alembic_config
-from devtools.network import free_port
+from devtools.network import Mode, SwitchProxy, free_port
 from devtools.postgres import recreate_database
-from tests.harness import url_at
+from tests.harness import url_at, url_through
 
 
 def test_upgrade_downgrade_round_trip(test_db: str) -> None:
@@ -199,3 +199,28 @@ async def test_start_up_says_nothing_of_a_database_it_cannot_reach(
     finally:
         await database.dispose()
     assert not caplog.records  # /health says the database is unavailable, once per change
+
+
+async def test_the_report_ends_when_the_server_goes_silent_after_its_reads(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    """Its connection goes back to the pool with no round trip: a ROLLBACK sent to a server gone
+    silent would keep the report, and the shutdown that awaits it, waiting for good (SQLAlchemy
+    shields the close from cancellation)."""
+    database = Database(settings.model_copy(update={"database_url": url_through(test_db, db_proxy.port)}))
+    try:
+        async with database.engine.connect() as connection:  # a pooled connection, as after start-up
+            await connection.execute(text("SELECT 1"))
+        db_proxy.sent.clear()
+        report = asyncio.create_task(report_revision(database.engine, connect_timeout=30))
+        rollback = asyncio.create_task(db_proxy.until_sent("Q", sql="ROLLBACK"))
+        await asyncio.wait({report, rollback}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        if rollback.done():
+            await db_proxy.set_mode(Mode.HANG)  # silent from its answer on
+        rollback.cancel()
+        report.cancel()  # as the lifespan does at shutdown
+        done, _ = await asyncio.wait({report}, timeout=3)
+        assert done, "the report still waits on the silent server"
+    finally:
+        async with asyncio.timeout(5):
+            await database.dispose()

@@ -23,8 +23,11 @@ logger = logging.getLogger(__name__)
 async def report_revision(engine: AsyncEngine, connect_timeout: float) -> None:
     """One line: at this release's head, behind it (a warning), or past it. Nothing if the database
     cannot be reached: /health reports that, and this gives up."""
+    # Reads outside a transaction: the connection goes back to the pool with no ROLLBACK, which a
+    # server gone silent would never answer, and SQLAlchemy shields that close from cancellation.
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        async with asyncio.timeout(connect_timeout), engine.connect() as connection:
+        async with asyncio.timeout(connect_timeout), autocommit.connect() as connection:
             # Alembic's table, read directly: where the database stands, or nowhere yet.
             current: list[str] = []
             if await connection.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
