@@ -557,6 +557,17 @@ class Journey:
             found += [("image", i) for i in self.quiet("docker", "images", "-q", "--filter", label).split()]
         return list(dict.fromkeys(found))
 
+    def report(self) -> str:
+        """What the run measured, printed after its steps."""
+        if not self.timings:
+            return ""
+        heading = f"Timings on this machine ({os.cpu_count()} cores; a busy machine is slower):"
+        return "\n".join([heading, *self.timings])
+
+    def met(self) -> bool:
+        """Whether the measured figures met their targets (timings are reported, not held)."""
+        return True
+
     def teardown(self) -> list[str]:
         """Remove what the run made; what is left, if anything."""
         remove = {"container": ("rm", "-f", "-v"), "network": ("network", "rm"), "volume": ("volume", "rm")}
@@ -578,15 +589,18 @@ class Journey:
         return left + ([str(self.work)] if self.work.exists() else [])
 
 
-def main() -> int:
+def run_checks(journey: Journey, checks: Callable[[], None], title: str, name: str, success: str) -> int:
+    """`checks`, then the teardown however they end (a failure, Ctrl-C, SIGTERM, SIGHUP), then the
+    results under `title`, the journey's report, and one line: `name`, then `success` or FAILED."""
+
     def stop(signum: int, _frame: object) -> NoReturn:
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
-    journey, started, passed = Journey(), time.monotonic(), False
+    started, passed = time.monotonic(), False
     try:
-        journey.journey()
+        checks()
         passed = True
     except (Failed, KeyboardInterrupt):
         pass
@@ -595,16 +609,20 @@ def main() -> int:
             signal.signal(sig, signal.SIG_IGN)  # the teardown runs to its end
         print("--- teardown", flush=True)
         left = journey.teardown()
-        print(f"\nContainer checks ({time.monotonic() - started:.0f}s in all):")
+        print(f"\n{title} ({time.monotonic() - started:.0f}s in all):")
         print("\n".join(f"  {line}" for line in journey.results))
-        if journey.timings:
-            print(f"\nTimings on this machine ({os.cpu_count()} cores; a busy machine is slower):")
-            print("\n".join(journey.timings))
+        if report := journey.report():
+            print(f"\n{report}")
         if left:
             print("left behind: " + ", ".join(left))
-        passed = passed and not left
-        print("containers: all checks passed" if passed else "containers: FAILED")
+        passed = passed and not left and journey.met()
+        print(f"{name}: {success if passed else 'FAILED'}")
     return 0 if passed else 1
+
+
+def main() -> int:
+    journey = Journey()
+    return run_checks(journey, journey.journey, "Container checks", "containers", "all checks passed")
 
 
 if __name__ == "__main__":

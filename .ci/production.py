@@ -42,9 +42,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from containers import LOCAL, ROOT, Failed, Journey, check
+from containers import LOCAL, ROOT, Failed, Journey, check, run_checks
 
 IMAGES = ("python:3.11-slim", "postgres:15", "haproxy:2.6")
 LUA = ROOT / ".ci/production.lua"
@@ -423,6 +423,9 @@ class Drill(Journey):
             out.append(f"  {t.name:<44}{figure:>8}{limit:>9}  {'yes' if t.met else 'NO'}")
         return "\n".join(out)
 
+    def met(self) -> bool:
+        return all(t.met for t in self.targets())
+
     def teardown(self) -> list[str]:
         for process in [load.process for load in self.loads] + ([self.follower] if self.follower else []):
             if process.poll() is None:
@@ -432,31 +435,8 @@ class Drill(Journey):
 
 
 def main() -> int:
-    def stop(signum: int, _frame: object) -> NoReturn:
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
-    drill, started, passed = Drill(), time.monotonic(), False
-    try:
-        drill.drill()
-        passed = True
-    except (Failed, KeyboardInterrupt):
-        pass
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # the teardown runs to its end
-        print("--- teardown", flush=True)
-        left = drill.teardown()
-        print(f"\nDrill steps ({time.monotonic() - started:.0f}s in all):")
-        print("\n".join(f"  {line}" for line in drill.results))
-        print()
-        print(drill.report())
-        if left:
-            print("left behind: " + ", ".join(left))
-        passed = passed and not left and all(t.met for t in drill.targets())
-        print("production drill: all targets met" if passed else "production drill: FAILED")
-    return 0 if passed else 1
+    drill = Drill()
+    return run_checks(drill, drill.drill, "Drill steps", "production drill", "all targets met")
 
 
 if __name__ == "__main__":
