@@ -2,8 +2,8 @@
 
 The binaries come from the `pgserver` wheel (PostgreSQL packaged for pip), run by this module. A
 server listens on a Unix socket only, so it never takes a TCP port. A new cluster is a copy of one
-that initdb made once, kept in backend/.pgcache/: a copy takes a tenth of a second, initdb most of
-a second.
+kept in backend/.pgcache/ (one that initdb made once, or one a caller kept there, see `seed`): a
+copy takes a tenth of a second, initdb most of a second.
 """
 
 import asyncio
@@ -17,7 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from glob import glob
 from importlib import metadata
@@ -34,7 +34,14 @@ _PGSERVER = importlib.util.find_spec("pgserver")
 assert _PGSERVER is not None, "pgserver is in the dev lock"
 assert _PGSERVER.origin is not None
 BIN = Path(_PGSERVER.origin).parent / "pginstall" / "bin"
-PRISTINE = BACKEND / ".pgcache" / f"initdb-{metadata.version('pgserver')}"
+
+
+def cached_cluster(name: str) -> Path:
+    """Where a cluster called `name` is kept between runs, for the PostgreSQL this wheel has."""
+    return BACKEND / ".pgcache" / f"{name}-{metadata.version('pgserver')}"
+
+
+PRISTINE = cached_cluster("initdb")
 
 # Where the system keeps files in memory; a throwaway cluster's own folder in it, made by tempfile.
 MEMORY = "/dev/shm"  # noqa: S108
@@ -90,17 +97,21 @@ async def _server_major(url: str) -> int:
 
 
 @contextmanager
-def embedded_postgres(pgdata: Path | None = None) -> Iterator[str]:
+def embedded_postgres(
+    pgdata: Path | None = None, *, seed: Path | None = None, keep: Callable[[], bool] = lambda: False
+) -> Iterator[str]:
     """A PostgreSQL server for the duration of the block; yields its admin URL.
 
     With `pgdata`, the data is kept there between runs, and a server already running on it (another
     process's) is used and left running. Without, a throwaway cluster lives in a temporary folder,
-    in memory where the system has /dev/shm, and is deleted afterwards.
+    in memory where the system has /dev/shm, and is deleted afterwards. With a `seed` folder, the
+    throwaway cluster starts as a copy of the one kept there, if any; once stopped, it is kept there
+    in its place if `keep()` says so, and what the block made in it is there from the next start on.
     """
     with _stopped_by_sigterm():
         if pgdata is not None:
             if not (pgdata / "PG_VERSION").exists():
-                _copy_pristine(pgdata)
+                _copy_cluster(pgdata)
             with _serving(pgdata) as url:
                 yield url
             return
@@ -108,9 +119,11 @@ def embedded_postgres(pgdata: Path | None = None) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="lifebalance-pg-", dir=memory) as scratch:
             _hand_over(Path(scratch))
             data = Path(scratch) / "data"
-            _copy_pristine(data)
+            _copy_cluster(data, seed)
             with _serving(data, THROWAWAY) as url:
                 yield url
+            if seed is not None and keep():
+                _keep(data, seed)
 
 
 @contextmanager
@@ -169,23 +182,36 @@ def _admin_url(sockets: Path) -> str:
     return url.render_as_string()
 
 
-def _copy_pristine(data: Path) -> None:
-    """A new cluster in `data`: a copy of the pristine one, which initdb makes on first use."""
-    if not (PRISTINE / "PG_VERSION").exists():
-        with tempfile.TemporaryDirectory(prefix="lifebalance-initdb-") as scratch:
-            _hand_over(Path(scratch))
-            made = Path(scratch) / "data"
-            initdb = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
-            _as_server(BIN / "initdb", "-D", str(made), *initdb)
-            PRISTINE.parent.mkdir(parents=True, exist_ok=True)
-            staged = Path(tempfile.mkdtemp(prefix="initdb-", dir=PRISTINE.parent))
-            shutil.copytree(made, staged / "data", symlinks=True)
-            # Renamed into place whole: a cluster half copied, or copied by another run meanwhile, is never used.
-            with suppress(OSError):
-                (staged / "data").rename(PRISTINE)
-            shutil.rmtree(staged)
-    shutil.copytree(PRISTINE, data, symlinks=True)
+def _copy_cluster(data: Path, seed: Path | None = None) -> None:
+    """A new cluster in `data`: a copy of the one kept in `seed`, else of the pristine one, which
+    initdb makes on first use."""
+    if seed is None or not (seed / "PG_VERSION").exists():
+        seed = PRISTINE
+        if not (PRISTINE / "PG_VERSION").exists():
+            with tempfile.TemporaryDirectory(prefix="lifebalance-initdb-") as scratch:
+                _hand_over(Path(scratch))
+                made = Path(scratch) / "data"
+                initdb = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
+                _as_server(BIN / "initdb", "-D", str(made), *initdb)
+                _keep(made, PRISTINE)
+    shutil.copytree(seed, data, symlinks=True)
     _hand_over(data, recursive=True)
+
+
+def _keep(data: Path, kept: Path) -> None:
+    """A copy of the stopped cluster `data` in `kept`, in place of what was there."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix="staged-", dir=kept.parent))
+    try:
+        shutil.copytree(data, staged / "data", symlinks=True, ignore=shutil.ignore_patterns("postmaster.*", "*.log"))
+        # Moved into place whole: a cluster half copied is never used. Another run may be doing the
+        # same meanwhile; either copy is as good.
+        with suppress(OSError):
+            kept.rename(staged / "replaced")
+        with suppress(OSError):
+            (staged / "data").rename(kept)
+    finally:
+        shutil.rmtree(staged)
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -263,6 +289,27 @@ async def next_transaction_id(url: str) -> int:
     connection = await _admin(url)
     try:
         return int(await connection.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
+    finally:
+        await connection.close()
+
+
+async def database_comment(url: str) -> str | None:
+    """The comment on the database `url` names; None without one, or without the database."""
+    connection = await _admin(url)
+    try:
+        query = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1"
+        comment = await connection.fetchval(query, make_url(url).database)
+        return None if comment is None else str(comment)
+    finally:
+        await connection.close()
+
+
+async def comment_database(url: str, comment: str) -> None:
+    connection = await _admin(url)
+    try:
+        # Neither names nor COMMENT's text can be bound as parameters.
+        literal = "'" + comment.replace("'", "''") + "'"
+        await connection.execute(f"COMMENT ON DATABASE {_quoted(str(make_url(url).database))} IS {literal}")
     finally:
         await connection.close()
 

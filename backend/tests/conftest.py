@@ -2,11 +2,12 @@
 
 The suite never touches the development database. It runs on the server TEST_DATABASE_URL names;
 else on the one DATABASE_URL names, in databases beside it (`<name>_test...`); else on a throwaway
-embedded PostgreSQL started for the run. At the start of a run the migrations build a template
-(`<test database>_template`), so a migration edited in place is what the run tests. Each test
+embedded PostgreSQL started for the run (a copy of one kept in backend/.pgcache/). At the start of
+a run the migrations build a template (`<test database>_template`) unless it holds what they make
+now already (`build_template`), so a migration edited in place is what the run tests. Each test
 that takes `settings` (or a fixture built on it) gets the process's test database made anew as a
-copy of that template: what one test commits, no other test sees. The run drops its databases at
-the end.
+copy of that template: what one test commits, no other test sees. The run drops those databases at
+the end, and keeps the template for the next.
 """
 
 import asyncio
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.core.config import Settings, SettingsError, configured, get_settings
 from app.core.database import Database, describe_error
 from devtools.network import SwitchProxy, Upstream
-from devtools.postgres import drop_database, embedded_postgres, with_database
+from devtools.postgres import cached_cluster, drop_database, embedded_postgres, with_database
 from tests.harness import (
     TEMPLATE_VARIABLE,
     build_app,
@@ -38,6 +39,7 @@ from tests.harness import (
 
 CHOSEN = pytest.StashKey[str | None]()
 EMBEDDED_SERVER = pytest.StashKey[ExitStack]()
+TEMPLATE_BUILT = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,12 +71,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """
     if TEMPLATE_VARIABLE not in os.environ:
         url = session.config.stash[CHOSEN]
+        stash = session.config.stash
         if url is None:
-            server = session.config.stash[EMBEDDED_SERVER] = ExitStack()
-            url = with_database(server.enter_context(embedded_postgres()), "lifebalance_test")
+            # The cluster is kept, with the template in it, for the next run's to start from.
+            embedded = embedded_postgres(seed=cached_cluster("tests"), keep=lambda: stash.get(TEMPLATE_BUILT, False))
+            server = stash[EMBEDDED_SERVER] = ExitStack()
+            url = with_database(server.enter_context(embedded), "lifebalance_test")
         os.environ[TEMPLATE_VARIABLE] = template = with_database(url, f"{make_url(url).database}_template")
         try:
-            build_template(template)
+            stash[TEMPLATE_BUILT] = build_template(template)
         except (OSError, TimeoutError, asyncpg.PostgresError) as error:
             masked = make_url(template).render_as_string(hide_password=True)
             raise pytest.UsageError(f"Cannot create the test database {masked}: {describe_error(error)}") from None
@@ -91,8 +96,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     asyncio.run(drop_database(os.environ["DATABASE_URL"]))
-    if CHOSEN in session.config.stash:  # the first process, which made the template
-        asyncio.run(drop_database(os.environ[TEMPLATE_VARIABLE]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -5,6 +5,7 @@ settings of their own (a database that refuses, a short budget) call them direct
 """
 
 import asyncio
+import hashlib
 import logging
 import os
 import sys
@@ -14,15 +15,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from alembic import command
 from fastapi import FastAPI
 from sqlalchemy.engine import URL, make_url
 from starlette.types import Receive, Scope, Send
 
 from app.core.config import Settings, get_settings, normalize_database_url
-from devtools.migrations import BACKEND, alembic_config
 from devtools.network import free_port
-from devtools.postgres import next_transaction_id, recreate_database
+from devtools.postgres import BACKEND, comment_database, database_comment, next_transaction_id, recreate_database
 
 
 def choose_test_database(test_url: str | None, dev_url: str | None) -> str | None:
@@ -81,11 +80,29 @@ def use_database(url: str) -> None:
     get_settings.cache_clear()
 
 
-def build_template(url: str) -> None:
-    """The database `url` names, made anew and migrated to head: what each test's database copies.
+def migrations_fingerprint(folder: Path = BACKEND / "alembic") -> str:
+    """What the migrations in `folder` make, as far as it can change: a digest of its files."""
+    digest = hashlib.sha256()
+    for path in sorted(path for path in folder.rglob("*") if path.is_file() and "__pycache__" not in path.parts):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
-    Anew at each run, so that it holds what the migrations make now, edited ones included.
+
+def build_template(url: str) -> bool:
+    """The database `url` names, made anew and migrated to head, unless it holds what the migrations
+    make now already (its comment is their fingerprint); whether it was made anew.
+
+    What each test's database copies: a migration edited in place is what the next run tests,
+    while a run with none changed skips them (and Alembic's import: a third of a second).
     """
+    fingerprint = migrations_fingerprint()
+    if asyncio.run(database_comment(url)) == fingerprint:
+        return False
+    from alembic import command
+
+    from devtools.migrations import alembic_config
+
     previous = os.environ.get("DATABASE_URL")
     asyncio.run(recreate_database(url))
     use_database(url)
@@ -94,6 +111,8 @@ def build_template(url: str) -> None:
     finally:
         if previous is not None:
             use_database(previous)
+    asyncio.run(comment_database(url, fingerprint))
+    return True
 
 
 # The server's next transaction id just after this process's test database was last made.

@@ -3,6 +3,8 @@ the development database."""
 
 import asyncio
 import os
+import shutil
+from pathlib import Path
 
 from alembic import command
 from sqlalchemy import text
@@ -11,9 +13,16 @@ from sqlalchemy.engine import make_url
 from app import main
 from app.core.config import Settings
 from app.core.database import Database
-from devtools.migrations import alembic_config
-from devtools.postgres import drop_database, recreate_database, with_database
-from tests.harness import build_template, renew_test_database, use_database
+from devtools.migrations import BACKEND, alembic_config
+from devtools.postgres import (
+    comment_database,
+    drop_database,
+    embedded_postgres,
+    ensure_database,
+    recreate_database,
+    with_database,
+)
+from tests.harness import build_template, migrations_fingerprint, renew_test_database, use_database
 
 
 async def test_what_a_test_commits_is_gone_in_the_next(settings: Settings) -> None:
@@ -40,13 +49,38 @@ def test_the_template_is_what_the_migrations_make_now(settings: Settings) -> Non
         command.upgrade(alembic_config(), "head")
         use_database(settings.database_url)
         asyncio.run(_execute(stale, "CREATE TABLE made_by_an_old_migration (n int)"))
+        asyncio.run(comment_database(stale, migrations_fingerprint() + " of an older migration"))
 
-        build_template(stale)
-
+        assert build_template(stale) is True
         assert asyncio.run(_execute(stale, "SELECT to_regclass('made_by_an_old_migration') IS NULL"))
+
+        # Made by the migrations as they are now, it is taken as it is by the next run.
+        asyncio.run(_execute(stale, "CREATE TABLE left_by_this_run (n int)"))
+        assert build_template(stale) is False
+        assert asyncio.run(_execute(stale, "SELECT to_regclass('left_by_this_run') IS NOT NULL"))
     finally:
         use_database(settings.database_url)
         asyncio.run(drop_database(stale))
+
+
+def test_editing_a_migration_in_place_changes_the_fingerprint(tmp_path: Path) -> None:
+    copy = shutil.copytree(BACKEND / "alembic", tmp_path / "alembic", ignore=shutil.ignore_patterns("__pycache__"))
+    assert migrations_fingerprint(copy) == migrations_fingerprint()
+    migration = next((copy / "versions").glob("*.py"))
+    # An edit that keeps the file's size, as a changed name or number does.
+    migration.write_text(migration.read_text().replace("def upgrade", "def UPGRADE", 1))
+    assert migrations_fingerprint(copy) != migrations_fingerprint()
+
+
+def test_an_embedded_cluster_kept_as_a_seed_is_where_the_next_starts(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    with embedded_postgres(seed=seed, keep=lambda: True) as url:
+        ensure_database(with_database(url, "kept"))
+    with embedded_postgres(seed=seed, keep=lambda: False) as url:
+        ensure_database(with_database(url, "not_kept"))
+    with embedded_postgres(seed=seed) as url:
+        made = "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%kept'"
+        assert asyncio.run(_execute(url, made)) == "kept"
 
 
 async def _execute(url: str, sql: str) -> object:
