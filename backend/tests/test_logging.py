@@ -17,7 +17,7 @@ from tests.harness import served, url_at
 
 BACKEND = Path(__file__).resolve().parents[1]
 
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \[(\S+)\] ")
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \[(\S+)\] ")
 
 
 def records(log: Path) -> list[dict[str, object]]:
@@ -65,7 +65,7 @@ async def test_every_line_is_one_json_object_with_workers_or_reload(
     assert failed.json() == {"detail": "Internal Server Error"}
     traced = [entry for entry in entries if entry["request_id"] == failed.headers["x-request-id"]]
     assert [entry["logger"] for entry in traced] == ["app.request", "uvicorn.error"]
-    assert "UndefinedTableError" in str(traced[1]["exc_info"])
+    assert "UndefinedTableError" in str(traced[1]["exception"])
     # uvicorn's own lines, those of the process that supervises or reloads included; and each
     # server process's line on where the database stands.
     assert [entry["message"] for entry in entries].count("Application startup complete.") == servers
