@@ -22,7 +22,7 @@ from invoke.tasks import task
 ROOT = Path(__file__).resolve().parent
 BACKEND = ROOT / "backend"
 # Tools run as modules of this interpreter, so the tasks work without an activated virtualenv.
-PYTHON = shlex.quote(sys.executable)
+PYTHON = sys.executable
 # The app's modules are imported by the tasks that use them, not here: `invoke test` and the
 # others start faster without them.
 sys.path.insert(0, str(BACKEND))
@@ -49,13 +49,22 @@ def database() -> Iterator[None]:
             del os.environ["DATABASE_URL"]
 
 
-def run(c: Context, command: str, *, cwd: Path = BACKEND, stop_on_failure: bool = True) -> bool:
-    """Run a command (in backend/ by default); its own output says what failed, so invoke adds no report."""
-    with c.cd(str(cwd)):
-        result = c.run(command, warn=True, pty=sys.stdout.isatty())
-    if result.failed and stop_on_failure:
-        raise Exit(code=result.exited)
-    return bool(result.ok)
+def run(
+    command: list[str], *, cwd: Path = BACKEND, env: dict[str, str] | None = None, stop_on_failure: bool = True
+) -> bool:
+    """Run a program (in backend/ by default) on this terminal; its own output says what failed, so
+    nothing is added. Not through invoke's runner, whose pseudo-terminal costs a shell for each
+    command and, under VS Code's debugger, a wait of seconds for each."""
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})})
+    while True:
+        try:
+            code = process.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the terminal sent Ctrl-C to the program too: it stops and cleans up first
+    if code and stop_on_failure:
+        raise Exit(code=code)
+    return code == 0
 
 
 @task(help={"host": "interface to listen on (default 127.0.0.1)", "port": "port (default 8000)"})
@@ -65,7 +74,7 @@ def serve(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
 
     with database():
         get_settings()  # a wrong setting stops here, with its one-line message
-        if not run(c, f"{PYTHON} -m alembic upgrade head", stop_on_failure=False):
+        if not run([PYTHON, "-m", "alembic", "upgrade", "head"], stop_on_failure=False):
             print("Migrations not applied; serving anyway, /health reports the database as disconnected.")
         command = [sys.executable, "-m", "uvicorn", "app.main:app", "--reload", "--host", host, "--port", str(port)]
         command += ["--log-config", "logging.json", "--no-access-log"]  # the app writes the request log
@@ -102,7 +111,7 @@ def pytest(c: Context, *options: str) -> None:
     args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else shlex.split(c.remainder)
     # With arguments, from where they were typed, so paths in them are relative to it; without,
     # from the root, whose pytest.ini names the suite.
-    run(c, shlex.join([sys.executable, "-m", "pytest", *options, *args]), cwd=Path.cwd() if args else ROOT)
+    run([PYTHON, "-m", "pytest", *options, *args], cwd=Path.cwd() if args else ROOT)
 
 
 @task(help={"revision": "target revision (default head); going back is invoke downgrade"})
@@ -118,22 +127,22 @@ def migrate(c: Context, revision: str = "head") -> None:
                 f"to go back to it, run invoke downgrade --revision {revision}",
                 code=1,
             )
-        run(c, f"{PYTHON} -m alembic upgrade {shlex.quote(revision)}")
+        run([PYTHON, "-m", "alembic", "upgrade", revision])
 
 
 @task(help={"revision": "how far back: -1 (default) one migration, base all of them, or a revision id"})
 def downgrade(c: Context, revision: str = "-1") -> None:
     """Undo migrations (alembic downgrade -1)."""
     with database():
-        run(c, f"{PYTHON} -m alembic downgrade {shlex.quote(revision)}")
+        run([PYTHON, "-m", "alembic", "downgrade", revision])
 
 
 @task(help={"message": "what the migration does, e.g. 'add users'"})
 def makemigration(c: Context, message: str) -> None:
     """Create a migration from the models' changes (alembic revision --autogenerate)."""
     with database():
-        run(c, f"{PYTHON} -m alembic upgrade head")
-        run(c, f"{PYTHON} -m alembic revision --autogenerate -m {shlex.quote(message)}")
+        run([PYTHON, "-m", "alembic", "upgrade", "head"])
+        run([PYTHON, "-m", "alembic", "revision", "--autogenerate", "-m", message])
 
 
 @task
@@ -149,26 +158,22 @@ def psql(c: Context) -> None:
         # The password goes in the environment: on the command line, any local user could read it.
         env = {"PGPASSWORD": url.password} if url.password else {}
         libpq_url = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-        command = f"{shlex.quote(psql_for(str(url.render_as_string(hide_password=False))))} {shlex.quote(libpq_url)}"
-        with c.cd(str(BACKEND)):
-            result = c.run(command, env=env, pty=sys.stdin.isatty(), warn=True)
-        if result.failed:
-            raise Exit(code=result.exited)
+        run([psql_for(str(url.render_as_string(hide_password=False))), libpq_url], env=env)
 
 
 @task
 def lint(c: Context) -> None:
     """Check style and types: ruff check, ruff format --check, mypy --strict."""
-    run(c, f"{PYTHON} -m ruff check .", cwd=ROOT)
-    run(c, f"{PYTHON} -m ruff format --check .", cwd=ROOT)
-    run(c, f"{PYTHON} -m mypy", cwd=ROOT)
+    run([PYTHON, "-m", "ruff", "check", "."], cwd=ROOT)
+    run([PYTHON, "-m", "ruff", "format", "--check", "."], cwd=ROOT)
+    run([PYTHON, "-m", "mypy"], cwd=ROOT)
 
 
 @task(name="format")
 def format_(c: Context) -> None:
     """Format the code and apply ruff's safe fixes."""
-    run(c, f"{PYTHON} -m ruff check --fix .", cwd=ROOT)
-    run(c, f"{PYTHON} -m ruff format .", cwd=ROOT)
+    run([PYTHON, "-m", "ruff", "check", "--fix", "."], cwd=ROOT)
+    run([PYTHON, "-m", "ruff", "format", "."], cwd=ROOT)
 
 
 # Compiled in this order: requirements-dev.in is constrained by requirements.txt; requirements-ci.in
@@ -184,11 +189,11 @@ def lock(c: Context, upgrade: bool = False) -> None:
         # The header records this command, from which Dependabot (uv ecosystem) recompiles the lock
         # the same way: it reads --universal, --python-version and the hashes off the file.
         command = f"uv pip compile --universal --python-version 3.11 --generate-hashes {name}.in -o {name}.txt"
-        options = f"--quiet --custom-compile-command {shlex.quote(command)}{' --upgrade' if upgrade else ''}"
-        run(c, f"{PYTHON} -m {command} {options}")
+        options = ["--quiet", "--custom-compile-command", command, *(["--upgrade"] if upgrade else [])]
+        run([PYTHON, "-m", *command.split(), *options])
 
 
 @task(help={"quick": "a short smoke run, for CI"})
 def bench(c: Context, quick: bool = False) -> None:
     """Benchmark /health against a baseline app and the per-request pattern, with an outage drill."""
-    run(c, f"{PYTHON} bench/run.py{' --quick' if quick else ''}", cwd=ROOT)
+    run([PYTHON, "bench/run.py", *(["--quick"] if quick else [])], cwd=ROOT)
