@@ -11,6 +11,7 @@ the end, and keeps the template for the next.
 """
 
 import asyncio
+import gc
 import importlib
 import os
 from collections.abc import AsyncIterator
@@ -101,6 +102,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if EMBEDDED_SERVER in config.stash:
         config.stash[EMBEDDED_SERVER].close()
+    # What the run made is left to the exit, uncollected: collecting it took a fifth of a second of
+    # every run, a tenth of one file's.
+    gc.freeze()
 
 
 @pytest.fixture
