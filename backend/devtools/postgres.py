@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from glob import glob
 from importlib import metadata
 from pathlib import Path
@@ -269,72 +269,66 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def _admin(url: str) -> asyncpg.Connection:
+async def connect_admin(url: str) -> asyncpg.Connection:
     """A connection to the `postgres` database of the server `url` names."""
     admin = normalize_database_url(url).set(drivername="postgresql", database="postgres")
     return await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=10)
+
+
+@asynccontextmanager
+async def _administering(url: str, connection: asyncpg.Connection | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """`connection`, or one of its own to the server `url` names for the block."""
+    if connection is not None:
+        yield connection
+        return
+    connection = await connect_admin(url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 def ensure_database(url: str) -> None:
     """Create the database that `url` names if it does not exist yet."""
 
     async def ensure() -> None:
-        connection = await _admin(url)
-        try:
+        async with _administering(url) as connection:
             name = str(make_url(url).database)
             if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 await connection.execute(f"CREATE DATABASE {_quoted(name)}")
-        finally:
-            await connection.close()
 
     asyncio.run(ensure())
 
 
-async def recreate_database(url: str, template: str | None = None) -> None:
+async def recreate_database(url: str, template: str | None = None, *, admin: asyncpg.Connection | None = None) -> None:
     """Drop the database `url` names, sessions and all, and create it anew (as a copy of `template`)."""
-    connection = await _admin(url)
-    try:
+    async with _administering(url, admin) as connection:
         name = _quoted(str(make_url(url).database))
         await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await connection.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {_quoted(template)}" if template else ""))
-    finally:
-        await connection.close()
 
 
-async def next_transaction_id(url: str) -> int:
-    """The id the next writing transaction on the server `url` names will take: unchanged, nothing
-    has been written anywhere on it meanwhile (every write takes one; a bare nextval() does not)."""
-    connection = await _admin(url)
-    try:
-        return int(await connection.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
-    finally:
-        await connection.close()
+async def next_transaction_id(admin: asyncpg.Connection) -> int:
+    """The id the next writing transaction on the server will take: unchanged, nothing has been
+    written anywhere on it meanwhile (every write takes one; a bare nextval() does not)."""
+    return int(await admin.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text"))
 
 
 async def database_comment(url: str) -> str | None:
     """The comment on the database `url` names; None without one, or without the database."""
-    connection = await _admin(url)
-    try:
+    async with _administering(url) as connection:
         query = "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1"
         comment = await connection.fetchval(query, make_url(url).database)
         return None if comment is None else str(comment)
-    finally:
-        await connection.close()
 
 
 async def comment_database(url: str, comment: str) -> None:
-    connection = await _admin(url)
-    try:
+    async with _administering(url) as connection:
         # Neither names nor COMMENT's text can be bound as parameters.
         literal = "'" + comment.replace("'", "''") + "'"
         await connection.execute(f"COMMENT ON DATABASE {_quoted(str(make_url(url).database))} IS {literal}")
-    finally:
-        await connection.close()
 
 
 async def drop_database(url: str) -> None:
-    connection = await _admin(url)
-    try:
+    async with _administering(url) as connection:
         await connection.execute(f"DROP DATABASE IF EXISTS {_quoted(str(make_url(url).database))} WITH (FORCE)")
-    finally:
-        await connection.close()
