@@ -90,6 +90,7 @@ def table(figures: dict[str, Any]) -> str:
         f"  /health vs baseline {ratios['health_vs_baseline']:.2f}, vs per-request "
         f"{ratios['health_vs_per_request']:.1f}, vs bare endpoint {ratios['health_vs_bare']:.2f} (for information)",
         f"  the request log keeps {ratios['logged_vs_unlogged']:.2f} of a logged route's req/s",
+        "  (each ratio: the median of the rounds' ratios)",
         "",
         f"Database, from pg_stat_database during the app's {db['load_seconds']:.0f} s under load:",
         f"  {db['transactions']} transactions ({db['transactions_per_s']:.2f}/s), "
