@@ -14,14 +14,7 @@ from app import main
 from app.core.config import Settings
 from app.core.database import Database
 from devtools.migrations import BACKEND, alembic_config
-from devtools.postgres import (
-    comment_database,
-    drop_database,
-    embedded_postgres,
-    ensure_database,
-    recreate_database,
-    with_database,
-)
+from devtools.postgres import comment_database, drop_database, recreate_database, with_database
 from tests.harness import build_template, migrations_fingerprint, renew_test_database, use_database
 
 
@@ -70,17 +63,6 @@ def test_editing_a_migration_in_place_changes_the_fingerprint(tmp_path: Path) ->
     # An edit that keeps the file's size, as a changed name or number does.
     migration.write_text(migration.read_text().replace("def upgrade", "def UPGRADE", 1))
     assert migrations_fingerprint(copy) != migrations_fingerprint()
-
-
-def test_an_embedded_cluster_kept_as_a_seed_is_where_the_next_starts(tmp_path: Path) -> None:
-    seed = tmp_path / "seed"
-    with embedded_postgres(seed=seed, keep=lambda: True) as url:
-        ensure_database(with_database(url, "kept"))
-    with embedded_postgres(seed=seed, keep=lambda: False) as url:
-        ensure_database(with_database(url, "not_kept"))
-    with embedded_postgres(seed=seed) as url:
-        made = "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%kept'"
-        assert asyncio.run(_execute(url, made)) == "kept"
 
 
 async def _execute(url: str, sql: str) -> object:

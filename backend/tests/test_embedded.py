@@ -1,0 +1,69 @@
+"""The embedded PostgreSQL: a cluster kept for the next start, and no server left behind by a killed process."""
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devtools.postgres import BACKEND, connect_admin, embedded_postgres, ensure_database, with_database
+
+
+async def database_names(url: str) -> list[str]:
+    connection = await connect_admin(url)
+    try:
+        return [row[0] for row in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE '%kept'")]
+    finally:
+        await connection.close()
+
+
+def test_a_cluster_kept_as_a_seed_is_where_the_next_starts(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    with embedded_postgres(seed=seed, keep=lambda: True) as url:
+        ensure_database(with_database(url, "kept"))
+    with embedded_postgres(seed=seed, keep=lambda: False) as url:
+        ensure_database(with_database(url, "not_kept"))
+    with embedded_postgres(seed=seed) as url:
+        assert asyncio.run(database_names(url)) == ["kept"]
+
+
+def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
+    # As `invoke serve` is when VS Code's Stop kills it with SIGKILL, leaving no clean-up to run.
+    folder = Path(tempfile.mkdtemp(prefix="lifebalance-test-"))
+    folder.chmod(0o755)  # as root, the server runs as nobody, and reaches its data in here
+    script = "import time\nfrom pathlib import Path\nfrom devtools.postgres import embedded_postgres\n"
+    script += (
+        f"with embedded_postgres(Path({str(folder / 'pgdata')!r})):\n    print('up', flush=True)\n    time.sleep(60)\n"
+    )
+    postmaster = None
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-c", script], cwd=BACKEND, stdout=subprocess.PIPE, text=True
+        ) as starter:
+            try:
+                assert starter.stdout is not None
+                assert starter.stdout.readline() == "up\n"
+                postmaster = int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+            finally:
+                starter.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while running(postmaster) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(postmaster), "the embedded PostgreSQL outlived the process that started it"
+    finally:
+        if postmaster is not None and running(postmaster):
+            os.kill(postmaster, signal.SIGQUIT)  # this test's failure leaves nothing running either
+        shutil.rmtree(folder)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs: neither gone nor a zombie that nobody has reaped yet."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
