@@ -40,8 +40,13 @@ BIN = Path(_PGSERVER.origin).parent / "pginstall" / "bin"
 
 
 def cached_cluster(name: str) -> Path:
-    """Where a cluster called `name` is kept between runs, for the PostgreSQL this wheel has."""
-    return BACKEND / ".pgcache" / f"{name}-{metadata.version('pgserver')}"
+    """Where a cluster called `name` is kept between runs, for the PostgreSQL this wheel has: in
+    backend/.pgcache/, or in the temporary folder where the checkout is not the user's to write
+    (a container's user on a bind mount of another user's checkout)."""
+    cache = BACKEND / ".pgcache"
+    if not os.access(cache if cache.exists() else BACKEND, os.W_OK):
+        cache = Path(tempfile.gettempdir()) / f"lifebalance-pgcache-{os.getuid()}"
+    return cache / f"{name}-{metadata.version('pgserver')}"
 
 
 PRISTINE = cached_cluster("initdb")
