@@ -40,23 +40,25 @@ def _time_and_request_id(logger: WrappedLogger, method: str, event: EventDict) -
     return event
 
 
-def _text(logger: WrappedLogger, method: str, event: EventDict) -> str:
+def _text(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
     line = f"{event['time']:%Y-%m-%d %H:%M:%S.%f}"[:-3]
     line += f" {event['level'].upper()} {event['logger']} [{event['request_id']}] {event['message']}"
-    return line + (f"\n{event['exception']}" if "exception" in event else "")
+    return (line + (f"\n{event['exception']}" if "exception" in event else "")).encode()
 
 
-def _json(logger: WrappedLogger, method: str, event: EventDict) -> str:
-    return orjson.dumps(event, default=str).decode()
+def _json(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
+    return orjson.dumps(event, default=str)
 
 
-def _processors(settings: Settings) -> list[Processor]:
-    """What every line goes through last, the request log's and the standard library's alike."""
-    return [
-        structlog.processors.format_exc_info,
-        structlog.processors.EventRenamer("message"),
-        _json if settings.log_format == "json" else _text,
-    ]
+def _rendered(settings: Settings) -> list[Processor]:
+    """How every line ends, the request log's and the standard library's alike: as UTF-8 bytes,
+    which the request log writes as they are."""
+    return [structlog.processors.EventRenamer("message"), _json if settings.log_format == "json" else _text]
+
+
+def _decoded(logger: WrappedLogger, method: str, line: EventDict | bytes) -> str:
+    """The line as the handler's stream takes it: text."""
+    return line.decode() if isinstance(line, bytes) else str(line)
 
 
 def handler() -> logging.Handler:
@@ -70,7 +72,12 @@ def handler() -> logging.Handler:
     stream.setLevel(settings.log_level)
     added = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _time_and_request_id]
     # uvicorn repeats some messages with terminal colours in `color_message`: left out, as every extra.
-    rendered = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_processors(settings)]
+    rendered: list[Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.format_exc_info,
+        *_rendered(settings),
+        _decoded,
+    ]
     stream.setFormatter(structlog.stdlib.ProcessorFormatter(processors=rendered, foreign_pre_chain=added))
     return stream
 
@@ -80,10 +87,12 @@ def configure_logging() -> None:
     logging.config.dictConfig(json.loads(LOG_CONFIG.read_text()))
     # Whether or not uvicorn was told --no-access-log: the request log below replaces it.
     logging.getLogger("uvicorn.access").disabled = True
+    # structlog's own loggers write the request log alone, on the handler's stream, whose lines
+    # each end with a flush: the two never interleave within a line. No exception reaches them.
     structlog.configure(
-        processors=[structlog.processors.add_log_level, _time_and_request_id, *_processors(settings)],
+        processors=[structlog.processors.add_log_level, _time_and_request_id, *_rendered(settings)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level)),
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
         cache_logger_on_first_use=True,
     )
 
