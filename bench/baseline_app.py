@@ -15,6 +15,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
+from app.core.config import get_settings
 from app.core.logging import RequestLog
 
 router = APIRouter()
@@ -39,6 +40,6 @@ async def health(label: Label) -> BaselineResponse:
 
 
 app = FastAPI()
-app.add_middleware(RequestLog)
+app.add_middleware(RequestLog, settings=get_settings())
 app.add_middleware(CorrelationIdMiddleware)
 app.include_router(router)

@@ -183,6 +183,25 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
         await stats.close()
 
 
+def log_cost(database_url: str, log_dir: Path) -> dict[str, Any]:
+    """bench/log_cost.py's figures: what the request log costs a request, in process."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(BACKEND),
+    }
+    with (log_dir / "log_cost.log").open("wb") as log:
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, str(BENCH / "log_cost.py")], cwd=BACKEND, env=env, stdout=subprocess.PIPE, stderr=log
+        )
+    if result.returncode != 0:
+        raise BenchError(f"bench/log_cost.py exited with {result.returncode}; see {log_dir / 'log_cost.log'}")
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
 def run_suite() -> dict[str, Any]:
     """Wall times of the whole test suite and of one file (its second run), as `invoke test` runs them."""
 
@@ -247,6 +266,7 @@ def main() -> int:
                     masked = make_url(server_url).render_as_string(hide_password=True)
                     raise BenchError(f"cannot create database {name} on {masked}: {error}") from None
             figures |= asyncio.run(measure(plan, server_url, log_dir))
+            figures["log_cost"] = log_cost(with_database(server_url, APP_DATABASE), log_dir)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 2

@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, served: bool = False) -> FastAPI:
     # FastAPIOffline serves the Swagger UI and ReDoc assets itself, so /docs works with no CDN.
     app = FastAPIOffline(title="LifeBalance API", version=__version__, lifespan=lifespan)
     # The last added runs first: the request id is set before the request log is written.
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, settings=settings)
     app.add_middleware(CorrelationIdMiddleware)
     errors.install(app)
     app.include_router(health.router)

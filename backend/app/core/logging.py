@@ -1,20 +1,24 @@
 """Logging: one format for every line the service writes, uvicorn's included, and the request log.
 
-structlog renders every line: readable text in development, one JSON object a line where
-LOG_FORMAT is json (the default in production), at LOG_LEVEL, on stderr. The standard library's
-records (uvicorn's, SQLAlchemy's, the app's `logging.getLogger(__name__)`) reach it through the
-handler that backend/logging.json names (uvicorn's `--log-config`), so that uvicorn's processes
-that never import the app (the reloader, the supervisor of --workers) write in the same format;
-the app configures it again on import, for a uvicorn started without it. uvicorn's access log is
-off (`--no-access-log`): `RequestLog` writes one line per request instead, with its request id,
-leaves out the health probes that succeed, and goes to structlog directly: through the standard
-library's logging, a line took most of what a cheap route costs.
+Every line is rendered by the same structlog processor: readable text in development, one JSON
+object a line where LOG_FORMAT is json (the default in production), at LOG_LEVEL, on stderr. The
+standard library's records (uvicorn's, SQLAlchemy's, the app's `logging.getLogger(__name__)`)
+reach it through structlog's ProcessorFormatter, in the handler that backend/logging.json names
+(uvicorn's `--log-config`), so that uvicorn's processes that never import the app (the reloader,
+the supervisor of --workers) write in the same format; the app configures it again on import, for
+a uvicorn started without it.
+
+uvicorn's access log is off (`--no-access-log`): `RequestLog` writes one line per request instead,
+with its request id, and leaves out the health probes that succeed. It renders its line with that
+processor and writes it to stderr itself: through a logger, the standard library's or structlog's,
+the line took a fifth of what a cheap route costs, against a tenth so (bench/README.md).
 """
 
 import json
 import logging.config
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +36,8 @@ LOG_CONFIG = Path(__file__).resolve().parents[2] / "logging.json"
 PROBES = frozenset({"/health", "/health/live"})
 
 
-def _time_and_request_id(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+def _stamped(event: EventDict) -> EventDict:
+    event["message"] = event.pop("event")
     # A datetime, which orjson writes as RFC 3339 at a tenth of the cost of isoformat().
     event["time"] = datetime.now(UTC)
     # The id of the request the line was written for (asgi-correlation-id's), or "-".
@@ -40,20 +45,20 @@ def _time_and_request_id(logger: WrappedLogger, method: str, event: EventDict) -
     return event
 
 
+def _json(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
+    return orjson.dumps(_stamped(event), default=str)
+
+
 def _text(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
+    event = _stamped(event)
     line = f"{event['time']:%Y-%m-%d %H:%M:%S.%f}"[:-3]
     line += f" {event['level'].upper()} {event['logger']} [{event['request_id']}] {event['message']}"
     return (line + (f"\n{event['exception']}" if "exception" in event else "")).encode()
 
 
-def _json(logger: WrappedLogger, method: str, event: EventDict) -> bytes:
-    return orjson.dumps(event, default=str)
-
-
-def _rendered(settings: Settings) -> list[Processor]:
-    """How every line ends, the request log's and the standard library's alike: as UTF-8 bytes,
-    which the request log writes as they are."""
-    return [structlog.processors.EventRenamer("message"), _json if settings.log_format == "json" else _text]
+def _renderer(settings: Settings) -> Callable[[WrappedLogger, str, EventDict], bytes]:
+    """The processor every line ends with: it stamps the line and renders it as UTF-8."""
+    return _json if settings.log_format == "json" else _text
 
 
 def _decoded(logger: WrappedLogger, method: str, line: EventDict | bytes) -> str:
@@ -70,12 +75,12 @@ def handler() -> logging.Handler:
     logging.getLogger().setLevel(settings.log_level)
     stream = logging.StreamHandler()
     stream.setLevel(settings.log_level)
-    added = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _time_and_request_id]
     # uvicorn repeats some messages with terminal colours in `color_message`: left out, as every extra.
+    added = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name]
     rendered: list[Processor] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.format_exc_info,
-        *_rendered(settings),
+        _renderer(settings),
         _decoded,
     ]
     stream.setFormatter(structlog.stdlib.ProcessorFormatter(processors=rendered, foreign_pre_chain=added))
@@ -83,30 +88,23 @@ def handler() -> logging.Handler:
 
 
 def configure_logging() -> None:
-    settings = get_settings()
     logging.config.dictConfig(json.loads(LOG_CONFIG.read_text()))
     # Whether or not uvicorn was told --no-access-log: the request log below replaces it.
     logging.getLogger("uvicorn.access").disabled = True
-    # structlog's own loggers write the request log alone, on the handler's stream, whose lines
-    # each end with a flush: the two never interleave within a line. No exception reaches them.
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, _time_and_request_id, *_rendered(settings)],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings.log_level)),
-        logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
-        cache_logger_on_first_use=True,
-    )
 
 
 class RequestLog:
     """One line per request: method, path, status, duration in ms and client address (and the
     request id); a probe of PROBES answered 2xx is left out."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
-        self.log = structlog.get_logger().bind(logger="app.request")
+        self.enabled = logging.getLevelName(settings.log_level) <= logging.INFO
+        self.render = _renderer(settings)
+        self.stream = sys.stderr.buffer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.log.is_enabled_for(logging.INFO):
+        if scope["type"] != "http" or not self.enabled:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -126,11 +124,16 @@ class RequestLog:
             if not (probe and 200 <= status < 300):
                 duration = round((time.perf_counter() - started) * 1000, 1)
                 client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
-                self.log.info(
-                    f"{method} {path} {status} {duration} ms {client}",
-                    method=method,
-                    path=path,
-                    status=status,
-                    duration_ms=duration,
-                    client=client,
-                )
+                event = {
+                    "level": "info",
+                    "logger": "app.request",
+                    "event": f"{method} {path} {status} {duration} ms {client}",
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": duration,
+                    "client": client,
+                }
+                # One write of the whole line, then a flush, as the handler does: lines never mix.
+                self.stream.write(self.render(None, "info", event) + b"\n")
+                self.stream.flush()
