@@ -102,7 +102,7 @@ def build_template(url: str) -> bool:
     make now already (its comment is their fingerprint); whether it was made anew.
 
     What each test's database copies: a migration edited in place is what the next run tests,
-    while a run with none changed skips them (and Alembic's import: a third of a second).
+    while a run with none changed skips them (and Alembic's import: a fifth of a second).
     """
     fingerprint = migrations_fingerprint()
     if asyncio.run(database_comment(url)) == fingerprint:
