@@ -39,7 +39,7 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
     script += (
         f"with embedded_postgres(Path({str(folder / 'pgdata')!r})):\n    print('up', flush=True)\n    time.sleep(60)\n"
     )
-    postmaster = None
+    postmaster, sockets = None, None
     try:
         with subprocess.Popen(
             [sys.executable, "-c", script], cwd=BACKEND, stdout=subprocess.PIPE, text=True
@@ -47,7 +47,9 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
             try:
                 assert starter.stdout is not None
                 assert starter.stdout.readline() == "up\n"
-                postmaster = int((folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+                # postmaster.pid: the pid first, the socket folder fifth.
+                lines = (folder / "pgdata" / "postmaster.pid").read_text().splitlines()
+                postmaster, sockets = int(lines[0]), Path(lines[4])
             finally:
                 starter.send_signal(signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -58,6 +60,8 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
         if postmaster is not None and running(postmaster):
             os.kill(postmaster, signal.SIGQUIT)  # this test's failure leaves nothing running either
         shutil.rmtree(folder)
+        if sockets is not None:  # the killed process's to remove
+            shutil.rmtree(sockets, ignore_errors=True)
 
 
 def running(pid: int) -> bool:
