@@ -185,13 +185,7 @@ async def measure(plan: Plan, server_url: str, log_dir: Path) -> dict[str, Any]:
 
 def log_cost(database_url: str, log_dir: Path) -> dict[str, Any]:
     """bench/log_cost.py's figures: what the request log costs a request, in process."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "PYTHONPATH": str(BACKEND),
-    }
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": str(BACKEND)}
     with (log_dir / "log_cost.log").open("wb") as log:
         result = subprocess.run(  # noqa: S603
             [sys.executable, str(BENCH / "log_cost.py")], cwd=BACKEND, env=env, stdout=subprocess.PIPE, stderr=log

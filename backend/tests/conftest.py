@@ -71,8 +71,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     app on the test database, never on the development one.
     """
     if TEMPLATE_VARIABLE not in os.environ:
-        url = session.config.stash[CHOSEN]
         stash = session.config.stash
+        url = stash[CHOSEN]
         if url is None:
             # The cluster is kept, with the template in it, for the next run's to start from.
             embedded = embedded_postgres(seed=cached_cluster("tests"), keep=lambda: stash.get(TEMPLATE_BUILT, False))
