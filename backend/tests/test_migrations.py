@@ -131,7 +131,7 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
     )
     env = {**os.environ, "DATABASE_URL": test_db}
 
-    async def upgrade(target: str) -> tuple[int | None, bytes]:
+    async def upgrade() -> tuple[int | None, bytes]:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -139,7 +139,7 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
             "-c",
             str(ini),
             "upgrade",
-            target,
+            "head",
             env=env,
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
@@ -150,11 +150,13 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
 
     await recreate_database(test_db)  # empty: not even the project's initial revision
     if start == "one revision behind":
-        assert (await upgrade("a1"))[0] == 0
+        await asyncio.to_thread(command.upgrade, alembic_config(scripts), "a1")
 
-    results = await asyncio.gather(*(upgrade("head") for _ in range(3)))
+    # Two replicas at once are enough: without the lock, both apply what is missing, and one of them
+    # fails or a row is there twice.
+    results = await asyncio.gather(upgrade(), upgrade())
 
-    assert [code for code, _ in results] == [0, 0, 0], [output.decode() for _, output in results]
+    assert [code for code, _ in results] == [0, 0], [output.decode() for _, output in results]
     # What was committed, as another connection sees it: each migration applied once.
     url = normalize_database_url(test_db).set(drivername="postgresql")
     connection = await asyncpg.connect(url.render_as_string(hide_password=False))
