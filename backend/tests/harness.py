@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from devtools.postgres import (
     next_transaction_id,
     recreate_database,
 )
+from tests import processes
 
 
 def choose_test_database(test_url: str | None, dev_url: str | None) -> str | None:
@@ -182,7 +182,7 @@ async def client_for(settings: Settings, **overrides: object) -> AsyncIterator[h
 class Server:
     """uvicorn in a process of its own on 127.0.0.1, as it runs in production, and a client on it."""
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int, log: Path, client: httpx.AsyncClient) -> None:
+    def __init__(self, process: processes.Process, port: int, log: Path, client: httpx.AsyncClient) -> None:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -210,10 +210,9 @@ async def served(
     settings = settings.model_copy(update=overrides)
     env = {**os.environ, **{name.upper(): str(value) for name, value in settings.model_dump().items()}}
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    command = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--log-config", "logging.json", "--no-access-log", *options]
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(*command, cwd=BACKEND, env=env, stdout=output, stderr=output)
+    process = processes.start(command, cwd=BACKEND, env=env, stdout=log)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         server = Server(process, port, log, client)
         try:

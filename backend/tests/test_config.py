@@ -1,14 +1,13 @@
 """Settings: accepted URL forms, and one readable line naming the variable when a value is wrong."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from app.core.config import Settings, describe_validation_error
+from tests import processes
 
 BACKEND = Path(__file__).resolve().parents[1]
 
@@ -90,14 +89,14 @@ def test_production_accepts_a_real_password_or_none(monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     "command",
     [
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],
-        [sys.executable, "-m", "alembic", "current"],
+        ["-m", "uvicorn", "app.main:app", "--port", "0"],
+        ["-m", "alembic", "current"],
     ],
     ids=["uvicorn", "alembic"],
 )
 def test_startup_stops_with_one_line(command: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": "mysql://app:pw@localhost/db"}
-    result = subprocess.run(command, cwd=BACKEND, env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = processes.run(command, cwd=BACKEND, env=env, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "Invalid configuration: DATABASE_URL scheme mysql:// is not supported, "

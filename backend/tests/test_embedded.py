@@ -4,13 +4,12 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from devtools.postgres import BACKEND, connect_admin, embedded_postgres, ensure_database, with_database
+from tests import processes
 
 
 async def database_names(url: str) -> list[str]:
@@ -40,18 +39,19 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
         f"with embedded_postgres(Path({str(folder / 'pgdata')!r})):\n    print('up', flush=True)\n    time.sleep(60)\n"
     )
     postmaster, sockets = None, None
+    output = folder / "output"
     try:
-        with subprocess.Popen(
-            [sys.executable, "-c", script], cwd=BACKEND, stdout=subprocess.PIPE, text=True
-        ) as starter:
-            try:
-                assert starter.stdout is not None
-                assert starter.stdout.readline() == "up\n"
-                # postmaster.pid: the pid first, the socket folder fifth.
-                lines = (folder / "pgdata" / "postmaster.pid").read_text().splitlines()
-                postmaster, sockets = int(lines[0]), Path(lines[4])
-            finally:
-                starter.send_signal(signal.SIGKILL)
+        starter = processes.start(["-c", script], cwd=BACKEND, env=os.environ, stdout=output, stderr=folder / "errors")
+        try:
+            deadline = time.monotonic() + 30
+            while output.read_text() != "up\n" and starter.returncode is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert output.read_text() == "up\n"
+            # postmaster.pid: the pid first, the socket folder fifth.
+            lines = (folder / "pgdata" / "postmaster.pid").read_text().splitlines()
+            postmaster, sockets = int(lines[0]), Path(lines[4])
+        finally:
+            starter.kill()
         deadline = time.monotonic() + 10
         while running(postmaster) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -2,9 +2,8 @@
 
 import asyncio
 import json
+import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from app.core.config import Settings
 from devtools.network import free_port
+from tests import processes
 from tests.harness import served, url_at
 
 BACKEND = Path(__file__).resolve().parents[1]
@@ -114,5 +114,5 @@ def test_the_log_config_alone_sets_the_level() -> None:
         "    print(logging.getLevelName(logging.getLogger('uvicorn.error').getEffectiveLevel()),"
         " type(config.loaded_app).__name__)\n"
     )
-    shown = subprocess.run([sys.executable, "-c", script], cwd=BACKEND, capture_output=True, text=True)
+    shown = processes.run(["-c", script], cwd=BACKEND, env=os.environ, timeout=60)
     assert shown.stdout.splitlines() == ["INFO Starlette", "WARNING Starlette"], shown.stderr

@@ -5,8 +5,6 @@ import asyncio
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +21,7 @@ from app.models import Base
 from devtools.migrations import BACKEND, alembic_config
 from devtools.network import Mode, SwitchProxy, free_port
 from devtools.postgres import recreate_database
+from tests import processes
 from tests.harness import url_at, url_through
 
 
@@ -64,15 +63,8 @@ def test_autogenerate_writes_a_formatted_revision(test_db: str, tmp_path: Path) 
 def test_a_refused_login_stops_the_migration_in_one_line(test_db: str) -> None:
     # A role the server does not know, refused as a wrong password is: while connecting.
     url = normalize_database_url(test_db).set(username="no_such_role").render_as_string(hide_password=False)
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=BACKEND,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {**os.environ, "DATABASE_URL": url}
+    result = processes.run(["-m", "alembic", "upgrade", "head"], cwd=BACKEND, env=env, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -131,22 +123,12 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
     )
     env = {**os.environ, "DATABASE_URL": test_db}
 
-    async def upgrade() -> tuple[int | None, bytes]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "alembic",
-            "-c",
-            str(ini),
-            "upgrade",
-            "head",
-            env=env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+    async def upgrade(replica: int) -> tuple[int, str]:
+        output = tmp_path / f"replica-{replica}.log"
+        process = processes.start(
+            ["-m", "alembic", "-c", str(ini), "upgrade", "head"], cwd=tmp_path, env=env, stdout=output
         )
-        output, _ = await process.communicate()
-        return process.returncode, output
+        return await process.wait(), output.read_text()
 
     await recreate_database(test_db)  # empty: not even the project's initial revision
     if start == "one revision behind":
@@ -154,9 +136,9 @@ async def test_concurrent_migrations_take_turns(test_db: str, tmp_path: Path, st
 
     # Two replicas at once are enough: without the lock, both apply what is missing, and one of them
     # fails or a row is there twice.
-    results = await asyncio.gather(upgrade(), upgrade())
+    results = await asyncio.gather(upgrade(1), upgrade(2))
 
-    assert [code for code, _ in results] == [0, 0], [output.decode() for _, output in results]
+    assert [code for code, _ in results] == [0, 0], [output for _, output in results]
     # What was committed, as another connection sees it: each migration applied once.
     url = normalize_database_url(test_db).set(drivername="postgresql")
     connection = await asyncpg.connect(url.render_as_string(hide_password=False))
