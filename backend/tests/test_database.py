@@ -60,12 +60,21 @@ async def test_sessions_ask_for_tcp_keepalives(proxied: Database) -> None:
         assert {name: setting for name, setting, _ in rows} == TCP_KEEPALIVES
 
 
-async def test_connect_timeout_bounds_a_server_that_never_answers(proxied: Database, db_proxy: SwitchProxy) -> None:
+async def test_connect_timeout_bounds_a_server_that_never_answers(
+    settings: Settings, test_db: str, db_proxy: SwitchProxy
+) -> None:
+    # A bound of its own, shorter than CONNECT_TIMEOUT: no connection is to succeed here.
+    bound = 0.5
+    url = url_through(test_db, db_proxy.port)
+    silent = Database(settings.model_copy(update={"database_url": url, "db_connect_timeout": bound}))
     await db_proxy.set_mode(Mode.HANG)
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ping(proxied), GUARD)
-    assert time.monotonic() - started < CONNECT_TIMEOUT + 1.0
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ping(silent), GUARD)
+    finally:
+        await silent.dispose()
+    assert time.monotonic() - started < bound + 1.0
 
 
 async def test_pool_timeout_bounds_the_wait_for_a_connection(settings: Settings) -> None:
