@@ -102,7 +102,7 @@ revision, down_revision, branch_labels, depends_on = "a2", "a1", None, None
 
 
 def upgrade() -> None:
-    op.execute("SELECT pg_sleep(1.0)")
+    op.execute("SELECT pg_sleep(0.5)")
     op.execute("INSERT INTO widgets (name) VALUES ('second')")
 """
 
