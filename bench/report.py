@@ -66,7 +66,7 @@ def targets(figures: dict[str, Any]) -> list[Target]:
         Target("failover: false 503s", answered("failover", "503"), 0),
         *(Target(f"{OUTAGES[mode]}: back to connected", recovery(mode), 2, unit="s") for mode in ("refuse", "hang")),
         Target("start-up to first 200", figures["startup_s"]["app"], 1.5, unit="s"),
-        Target("test suite, wall", None if suite is None else suite["wall_s"], 20, unit="s"),
+        Target("test suite, wall", None if suite is None else suite["wall_s"], 14, unit="s"),
         Target("one test file, wall", None if suite is None else suite["one_file_wall_s"], 2, unit="s"),
     ]
 
