@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app import main
-from app.core.config import Settings
+from app.core.config import Settings, normalize_database_url
 from app.core.database import Database
 from devtools.migrations import BACKEND, alembic_config
 from devtools.postgres import comment_database, drop_database, recreate_database, with_database
@@ -32,15 +32,15 @@ async def test_what_a_test_commits_is_gone_in_the_next(settings: Settings) -> No
             await database.dispose()
 
 
-def test_the_template_is_what_the_migrations_make_now(settings: Settings) -> None:
+def test_the_template_is_what_the_migrations_make_now(test_db: str) -> None:
     # A template that an earlier run left at head, with a table that a migration since edited no
     # longer makes: a run must not take it as it is.
-    stale = with_database(settings.database_url, f"{make_url(settings.database_url).database}_stale")
+    stale = with_database(test_db, f"{make_url(test_db).database}_stale")
     asyncio.run(recreate_database(stale))
     try:
         use_database(stale)
         command.upgrade(alembic_config(), "head")
-        use_database(settings.database_url)
+        use_database(test_db)
         asyncio.run(_execute(stale, "CREATE TABLE made_by_an_old_migration (n int)"))
         asyncio.run(comment_database(stale, migrations_fingerprint() + " of an older migration"))
 
@@ -52,7 +52,7 @@ def test_the_template_is_what_the_migrations_make_now(settings: Settings) -> Non
         assert build_template(stale) is False
         assert asyncio.run(_execute(stale, "SELECT to_regclass('left_by_this_run') IS NOT NULL"))
     finally:
-        use_database(settings.database_url)
+        use_database(test_db)  # as it was, spelling included: the tests after it read it
         asyncio.run(drop_database(stale))
 
 
@@ -77,5 +77,6 @@ async def _execute(url: str, sql: str) -> object:
 
 def test_importing_the_app_reaches_the_test_database() -> None:
     # `main` was imported with this module, at collection, as `from app.main import app` would be.
-    assert main.settings.database_url == os.environ["DATABASE_URL"]
+    expected = normalize_database_url(os.environ["DATABASE_URL"]).render_as_string(hide_password=False)
+    assert main.settings.database_url == expected
     assert "_test" in str(make_url(main.settings.database_url).database)
