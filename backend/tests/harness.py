@@ -212,7 +212,7 @@ async def served(
     port = free_port()
     command = ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--log-config", "logging.json", "--no-access-log", *options]
-    process = processes.start(command, cwd=BACKEND, env=env, stdout=log)
+    process = processes.start(command, env=env, stdout=log)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         server = Server(process, port, log, client)
         try:

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+# Not devtools' BACKEND: its module imports the app's, which the fork server must not have.
+BACKEND = Path(__file__).resolve().parents[1]
 # The libraries those processes import before their own code, and this module (what each runs).
 PRELOADED = [
     "alembic.command",
@@ -111,18 +113,28 @@ class Process:
 
 
 def start(
-    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path | None = None
+    args: Sequence[str],
+    *,
+    stdout: Path,
+    stderr: Path | None = None,
+    cwd: Path = BACKEND,
+    env: Mapping[str, str] | None = None,
 ) -> Process:
     """`python ARGS` (`-m MODULE ...` or `-c SCRIPT ...`), its output appended to `stdout` and its
-    errors to `stderr` (by default the same file)."""
-    for path in (stdout, stderr or stdout):
+    errors to `stderr` (by default the same file); in backend/ and this process's environment
+    unless told otherwise, as a process started from here has them."""
+    stderr = stderr or stdout
+    for path in (stdout, stderr):
         path.touch()  # there to read, even for a process that ended before writing anything
-    process = _forks.Process(target=_become, args=(list(args), cwd, dict(env), stdout, stderr or stdout))
+    environment = dict(os.environ if env is None else env)
+    process = _forks.Process(target=_become, args=(list(args), cwd, environment, stdout, stderr))
     process.start()
     return Process(process)
 
 
-def run(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str], *, timeout: float, cwd: Path = BACKEND, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python ARGS` to its end, as subprocess.run with capture_output and text would."""
     with tempfile.TemporaryDirectory() as folder:
         stdout, stderr = Path(folder, "stdout"), Path(folder, "stderr")

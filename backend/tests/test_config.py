@@ -1,15 +1,12 @@
 """Settings: accepted URL forms, and one readable line naming the variable when a value is wrong."""
 
 import os
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from app.core.config import Settings, describe_validation_error
 from tests import processes
-
-BACKEND = Path(__file__).resolve().parents[1]
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -96,7 +93,7 @@ def test_production_accepts_a_real_password_or_none(monkeypatch: pytest.MonkeyPa
 )
 def test_startup_stops_with_one_line(command: list[str]) -> None:
     env = {**os.environ, "DATABASE_URL": "mysql://app:pw@localhost/db"}
-    result = processes.run(command, cwd=BACKEND, env=env, timeout=60)
+    result = processes.run(command, env=env, timeout=60)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "Invalid configuration: DATABASE_URL scheme mysql:// is not supported, "

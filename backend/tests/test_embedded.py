@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devtools.postgres import BACKEND, connect_admin, embedded_postgres, ensure_database, with_database
+from devtools.postgres import connect_admin, embedded_postgres, ensure_database, with_database
 from tests import processes
 
 
@@ -41,7 +41,7 @@ def test_a_server_stops_when_the_process_that_started_it_is_killed() -> None:
     postmaster, sockets = None, None
     output = folder / "output"
     try:
-        starter = processes.start(["-c", script], cwd=BACKEND, env=os.environ, stdout=output, stderr=folder / "errors")
+        starter = processes.start(["-c", script], stdout=output, stderr=folder / "errors")
         try:
             deadline = time.monotonic() + 30
             while output.read_text() != "up\n" and starter.returncode is None and time.monotonic() < deadline:

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -13,8 +12,6 @@ from app.core.config import Settings
 from devtools.network import free_port
 from tests import processes
 from tests.harness import served, url_at
-
-BACKEND = Path(__file__).resolve().parents[1]
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ \[(\S+)\] ")
 
@@ -114,5 +111,5 @@ def test_the_log_config_alone_sets_the_level() -> None:
         "    print(logging.getLevelName(logging.getLogger('uvicorn.error').getEffectiveLevel()),"
         " type(config.loaded_app).__name__)\n"
     )
-    shown = processes.run(["-c", script], cwd=BACKEND, env=os.environ, timeout=60)
+    shown = processes.run(["-c", script], timeout=60)
     assert shown.stdout.splitlines() == ["INFO Starlette", "WARNING Starlette"], shown.stderr

@@ -64,7 +64,7 @@ def test_a_refused_login_stops_the_migration_in_one_line(test_db: str) -> None:
     # A role the server does not know, refused as a wrong password is: while connecting.
     url = normalize_database_url(test_db).set(username="no_such_role").render_as_string(hide_password=False)
     env = {**os.environ, "DATABASE_URL": url}
-    result = processes.run(["-m", "alembic", "upgrade", "head"], cwd=BACKEND, env=env, timeout=60)
+    result = processes.run(["-m", "alembic", "upgrade", "head"], env=env, timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr, result.stderr
     last = result.stderr.strip().splitlines()[-1]
