@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.core.config import Settings, SettingsError, configured, get_settings
 from app.core.database import Database, describe_error
 from devtools.network import SwitchProxy, Upstream
-from devtools.postgres import cached_cluster, drop_database, embedded_postgres, with_database
+from devtools.postgres import cached_cluster, connect_admin, drop_database, embedded_postgres, with_database
 from tests.harness import (
     TEMPLATE_VARIABLE,
     build_app,
@@ -107,10 +107,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     gc.freeze()
 
 
+@pytest.fixture(scope="session")
+async def admin() -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test server for the whole run, closed at its end."""
+    connection = await connect_admin(os.environ["DATABASE_URL"])
+    yield connection
+    await connection.close()
+
+
 @pytest.fixture
-async def test_db() -> str:
+async def test_db(admin: asyncpg.Connection) -> str:
     """The URL of this process's test database, made anew for this test from the migrated template."""
-    return await renew_test_database()
+    return await renew_test_database(admin)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from devtools.network import free_port
 from devtools.postgres import (
     BACKEND,
     comment_database,
-    connect_admin,
     database_comment,
     next_transaction_id,
     recreate_database,
@@ -123,23 +122,20 @@ def build_template(url: str) -> bool:
     return True
 
 
-# The server's next transaction id just after this process's test database was last made, and a
-# connection to that server to read it: one of its own cost 3 ms a test.
+# The server's next transaction id just after this process's test database was last made.
 _unwritten_since: int | None = None
-_admin: asyncpg.Connection | None = None
 
 
-async def renew_test_database() -> str:
+async def renew_test_database(admin: asyncpg.Connection) -> str:
     """This process's test database as a copy of the template, made anew unless nothing has written
     anything on the server since it last was (in the inner loop, one process, tests that only read
-    keep it: a copy costs some 40 ms); its URL."""
-    global _unwritten_since, _admin
+    keep it: a copy costs some 40 ms); its URL. `admin` is a connection to that server kept for the
+    run: one of its own cost 3 ms a test."""
+    global _unwritten_since
     url = os.environ["DATABASE_URL"]
-    if _admin is None or _admin.is_closed():
-        _admin = await connect_admin(url)
-    if _unwritten_since is None or await next_transaction_id(_admin) != _unwritten_since:
-        await recreate_database(url, template=make_url(os.environ[TEMPLATE_VARIABLE]).database, admin=_admin)
-        _unwritten_since = await next_transaction_id(_admin)
+    if _unwritten_since is None or await next_transaction_id(admin) != _unwritten_since:
+        await recreate_database(url, template=make_url(os.environ[TEMPLATE_VARIABLE]).database, admin=admin)
+        _unwritten_since = await next_transaction_id(admin)
     return url
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -18,9 +19,9 @@ from devtools.postgres import comment_database, drop_database, recreate_database
 from tests.harness import build_template, migrations_fingerprint, renew_test_database, use_database
 
 
-async def test_what_a_test_commits_is_gone_in_the_next(settings: Settings) -> None:
+async def test_what_a_test_commits_is_gone_in_the_next(settings: Settings, admin: asyncpg.Connection) -> None:
     for run in ("first", "second"):  # two tests in a row, as the test_db fixture gives each its database
-        assert make_url(await renew_test_database()).database == make_url(settings.database_url).database
+        assert make_url(await renew_test_database(admin)).database == make_url(settings.database_url).database
         database = Database(settings)
         try:
             async with database.engine.begin() as connection:
